@@ -1,0 +1,5 @@
+import sys
+
+from webda.cli import main
+
+sys.exit(main())

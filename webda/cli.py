@@ -1,0 +1,45 @@
+"""The ``webda`` command line.
+
+Each command lives in the module that implements it, which exposes
+``add_parser(subparsers)``: it adds its sub-parser and sets ``func`` (called with the parsed
+arguments, returns an exit status or None). :class:`webda.errors.UserError` raised by a
+command is printed as one line, without a traceback, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from webda.errors import UserError
+
+# Modules that each contribute one or more sub-commands, in the order `webda --help` lists them.
+COMMAND_MODULES = [
+    "webda.cli_check",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="webda",
+        description="Image-to-video domain adaptation with web supervision (Kae & Song).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        status = args.func(args)
+    except UserError as err:
+        print(f"webda {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return int(status or 0)
