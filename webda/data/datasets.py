@@ -1,0 +1,105 @@
+"""``torch.utils.data.Dataset`` views of images and video chunks, safe with DataLoader workers.
+
+Every sample is ``(x, label, index)``: ``label`` is the class index (-1 for unlabeled target
+data) and ``index`` the position in ``dataset.items`` of the file it came from (the video, for
+chunks), so a trainer can map samples back to files. A file that fails to decode at this point
+is skipped with one warning and the next item is served instead.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+from torch.utils.data import Dataset
+
+from webda.data.clips import ChunkSpec
+from webda.data.images import load_image
+from webda.data.layout import Item, VideoItem
+from webda.data.skips import CorruptFileError, SkipLog
+from webda.data.video import read_frames
+
+
+class _SkippingDataset(Dataset):
+    """Loads ``items[i]`` with ``_load``; on a decode error, warns once and tries the next item."""
+
+    items: Sequence[Item]
+
+    def __init__(self):
+        self.skips = SkipLog()
+
+    def _first_readable(self, index: int, load: Callable[[int], torch.Tensor]) -> Tuple[torch.Tensor, int, int]:
+        for attempt in range(len(self.items)):
+            i = (index + attempt) % len(self.items)
+            try:
+                return load(i), self.items[i].label, i
+            except CorruptFileError as err:
+                self.skips.skip(self.items[i].path, str(err))
+        raise RuntimeError(f"none of the {len(self.items)} files of this dataset could be read")
+
+
+class ImageDataset(_SkippingDataset):
+    """Image files (web images, cached keyframes) -> (image float (3, S, S), label, index)."""
+
+    def __init__(self, items: Sequence[Item], transform: Callable):
+        super().__init__()
+        if not items:
+            raise ValueError("ImageDataset needs at least one item")
+        self.items, self.transform = list(items), transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return self._first_readable(index, lambda i: self.transform(load_image(self.items[i].path)))
+
+
+class ClipDataset(_SkippingDataset):
+    """Video chunks -> (clip float (3, T, S, S), label, video index).
+
+    ``train=True``: one sample per video, a chunk at a random start (fresh each time).
+    ``train=False``: every video contributes the evenly spaced chunks of
+    :meth:`ChunkSpec.eval_starts`; average the predictions of samples with equal video index.
+    ``short_side`` resizes frames while decoding (None keeps the native size).
+    """
+
+    def __init__(
+        self,
+        videos: Sequence[VideoItem],
+        transform: Callable,
+        chunk: ChunkSpec = ChunkSpec(),
+        train: bool = True,
+        chunks_per_video: Optional[int] = None,
+        short_side: Optional[int] = None,
+    ):
+        super().__init__()
+        if not videos:
+            raise ValueError("ClipDataset needs at least one video")
+        self.items, self.transform, self.chunk = list(videos), transform, chunk
+        self.train, self.short_side = train, short_side
+        self.samples: List[Tuple[int, Optional[int]]] = (
+            [(v, None) for v in range(len(self.items))]
+            if train
+            else [
+                (v, start)
+                for v, video in enumerate(self.items)
+                for start in chunk.eval_starts(video.info.num_frames, chunks_per_video)
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, video_index: int, start: Optional[int]) -> torch.Tensor:
+        video = self.items[video_index]
+        num_frames = video.info.num_frames
+        start = self.chunk.random_start(num_frames) if start is None else start
+        frames = read_frames(video.path, self.chunk.indices(start, num_frames), self.short_side)
+        return self.transform(frames)
+
+    def __getitem__(self, index: int):
+        video_index, start = self.samples[index]
+        fallback_start = None if self.train else 0  # for the next video, if this one fails
+        return self._first_readable(
+            video_index, lambda v: self._load(v, start if v == video_index else fallback_start)
+        )
