@@ -1,0 +1,30 @@
+// pybind11 module webda_kernels._C_cpu: the CPU kernels, called with raw pointers.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <omp.h>
+
+#include "build_info.h"
+#include "cpu/ops.h"
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_C_cpu, m) {
+  m.doc() = "webda_kernels CPU kernels (C++17 + OpenMP); called by webda_kernels, not by users";
+  m.def("grad_reverse_backward", &webda::cpu::grad_reverse_backward, py::arg("grad"), py::arg("out"),
+        py::arg("dtype"), py::arg("sizes"), py::arg("grad_strides"), py::arg("coeff"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("omp_max_threads", []() { return omp_get_max_threads(); });
+  m.def("build_info", []() {
+    namespace b = webda::build;
+    py::dict info;
+    info["compiler"] = b::kCxxCompiler;
+    info["flags"] = b::kCpuFlags;
+    info["openmp"] = b::kOpenMP;
+    info["build_type"] = b::kBuildType;
+    info["cmake"] = b::kCMake;
+    info["pybind11"] = b::kPybind11;
+    info["cuda_status"] = b::kCudaStatus;
+    return info;
+  });
+}

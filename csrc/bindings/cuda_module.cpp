@@ -1,0 +1,26 @@
+// pybind11 module webda_kernels._C_cuda: the CUDA kernels, called with raw pointers and the
+// caller's stream. The CUDA runtime is linked statically: importing needs no GPU.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cuda_runtime.h>
+
+#include "build_info.h"
+#include "cuda/ops.h"
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_C_cuda, m) {
+  m.doc() = "webda_kernels CUDA kernels; called by webda_kernels, not by users";
+  m.def("grad_reverse_backward", &webda::cuda::grad_reverse_backward, py::arg("grad"), py::arg("out"),
+        py::arg("dtype"), py::arg("sizes"), py::arg("grad_strides"), py::arg("coeff"), py::arg("coeff_ptr"),
+        py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>());
+  m.def("build_info", []() {
+    namespace b = webda::build;
+    py::dict info;
+    info["compiler"] = b::kCudaCompiler;
+    info["archs"] = b::kCudaArchs;
+    info["runtime"] = CUDART_VERSION;
+    return info;
+  });
+}

@@ -1,0 +1,30 @@
+"""webda_kernels: fused kernels for image-to-video domain adaptation.
+
+Ops (each with ``backend="auto"|"reference"|"cpu"|"triton"|"cuda"``):
+  grad_reverse          gradient reversal (identity forward, -coeff * grad backward)
+
+``reference`` holds the pure-PyTorch oracle of every op, ``nn`` the modules,
+``available_backends()`` what runs here and ``build_info()`` how the extension was built.
+``python -m webda_kernels.check`` checks every backend against the reference.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+from webda_kernels import reference
+from webda_kernels._build import build_info
+from webda_kernels._dispatch import machine_backends
+from webda_kernels.grad_reverse import SPEC as _GRAD_REVERSE_SPEC, grad_reverse
+
+__version__ = "0.1.0"
+
+_SPECS = [_GRAD_REVERSE_SPEC]
+
+
+def available_backends() -> Dict[str, List[str]]:
+    """``{op_name: [backend, ...]}``: the backends usable on this machine (any device, any dtype)."""
+    return {spec.name: machine_backends(spec) for spec in _SPECS}
+
+
+__all__ = ["available_backends", "build_info", "grad_reverse", "reference"]

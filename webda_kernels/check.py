@@ -1,0 +1,92 @@
+"""``python -m webda_kernels.check``: every available backend of every op against the reference.
+
+For each op, device and dtype, fresh random inputs (odd sizes, non-contiguous views) go
+through each fast backend, the reference in the same dtype and the reference in float64;
+outputs and gradients are held to :mod:`webda_kernels.testing`'s rule. Prints a table;
+exits with status 1 if anything fails. Without a GPU, Triton runs in its interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Dict, List, Tuple
+
+import torch
+
+if not torch.cuda.is_available():  # must precede the first import of triton
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import webda_kernels as wk  # noqa: E402
+from webda_kernels import _dispatch, testing  # noqa: E402
+
+# A case runs one op on one backend and returns (label, kind, actual, same-dtype reference, float64 reference).
+Result = Tuple[str, str, torch.Tensor, torch.Tensor, torch.Tensor]
+Case = Callable[[str, torch.device, torch.dtype, bool], List[Result]]
+
+
+def _grad_reverse_case(backend: str, device: torch.device, dtype: torch.dtype, quick: bool) -> List[Result]:
+    x64 = torch.randn(7, 33, 5, dtype=torch.float64, device=device)
+    grad64 = torch.randn(5, 33, 7, dtype=torch.float64, device=device).transpose(0, 2)  # non-contiguous
+    coeff = float(torch.rand(()).item() * 2)
+
+    def run(fn, dt):
+        x = x64.to(dt).requires_grad_()
+        fn(x, coeff).backward(grad64.to(dt))
+        return x.grad
+
+    actual = run(lambda x, c: wk.grad_reverse(x, c, backend=backend), dtype)
+    return [("d x", "grad", actual, run(wk.reference.grad_reverse, dtype), run(wk.reference.grad_reverse, torch.float64))]
+
+
+CASES: Dict[str, Case] = {
+    "grad_reverse": _grad_reverse_case,
+}
+
+
+def run_checks(quick: bool = False) -> List[dict]:
+    """One row per (op, backend, device, dtype, label): error, bound, ok."""
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    rows = []
+    for spec in wk._SPECS:
+        case = CASES[spec.name]
+        for device in devices:
+            for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+                for backend in _dispatch.serving_backends(spec, device, dtype):
+                    if backend == "reference":
+                        continue
+                    torch.manual_seed(len(rows))
+                    try:
+                        results = case(backend, device, dtype, quick)
+                    except Exception as err:  # a crash is a failure, reported like one
+                        rows.append(dict(op=spec.name, backend=backend, device=device.type, dtype=dtype,
+                                         what=f"raised {type(err).__name__}: {err}", error=float("inf"),
+                                         bound=0.0, ok=False))
+                        continue
+                    for label, kind, actual, same, ref64 in results:
+                        cmp = testing.compare(actual, same, ref64, kind)
+                        rows.append(dict(op=spec.name, backend=backend, device=device.type, dtype=dtype,
+                                         what=label, error=cmp.error, bound=cmp.bound, ok=cmp.ok))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m webda_kernels.check", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes only (used by the tests)")
+    args = parser.parse_args(argv)
+    rows = run_checks(args.quick)
+    header = f"{'op':<20} {'backend':<8} {'device':<6} {'dtype':<9} {'check':<14} {'max rel err':>11} {'bound':>9}  result"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        dtype = str(r["dtype"]).replace("torch.", "")
+        print(f"{r['op']:<20} {r['backend']:<8} {r['device']:<6} {dtype:<9} {r['what']:<14} "
+              f"{r['error']:>11.2e} {r['bound']:>9.1e}  {'pass' if r['ok'] else 'FAIL'}")
+    failed = sum(not r["ok"] for r in rows)
+    print(f"\n{len(rows) - failed} passed, {failed} failed")
+    return 1 if failed or not rows else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

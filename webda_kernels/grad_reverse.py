@@ -1,0 +1,128 @@
+"""Gradient reversal (DANN, Ganin & Lempitsky): identity forward, ``-coeff * grad`` backward.
+
+Layers, top to bottom: the backends of the backward (reference, C++ CPU, Triton, CUDA),
+the ``webda::grad_reverse_backward`` custom op (with its fake), the autograd Function whose
+forward returns a view of ``x`` (no copy; a custom op may not alias its input, so the
+forward is a Function and only the backward is an op), and the public ``grad_reverse``.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+
+from webda_kernels import _dispatch, _extension, _validate
+
+SPEC = _dispatch.OpSpec(
+    name="grad_reverse",
+    dtypes={"cpu": _dispatch.FLOATING, "triton": _dispatch.FLOATING, "cuda": _dispatch.FLOATING},
+    # An elementwise scale is memory bound and torch's own kernel is already at bandwidth:
+    # benchmarks/bench_grad_reverse.py shows no backend beating it, so auto keeps the reference.
+    auto={},
+)
+
+
+def _backward_reference(grad: torch.Tensor, coeff: torch.Tensor) -> torch.Tensor:
+    # In float32 (float64 for float64), as torch multiplies a half tensor by a Python float.
+    acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    out = torch.empty_like(grad, memory_format=torch.preserve_format)
+    return out.copy_(grad.to(acc) * -coeff.to(acc))
+
+
+def _backward_cpu(grad: torch.Tensor, coeff: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(grad, memory_format=torch.preserve_format)
+    sizes, strides = _extension.elementwise_layout(grad, out)
+    _extension.load("cpu").grad_reverse_backward(
+        grad.data_ptr(), out.data_ptr(), _extension.dtype_code(grad), sizes, strides, coeff.item()
+    )
+    return out
+
+
+def _backward_cuda(grad: torch.Tensor, coeff: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(grad, memory_format=torch.preserve_format)
+    sizes, strides = _extension.elementwise_layout(grad, out)
+    on_device = coeff.device == grad.device
+    _extension.load("cuda").grad_reverse_backward(
+        grad.data_ptr(), out.data_ptr(), _extension.dtype_code(grad), sizes, strides,
+        0.0 if on_device else coeff.item(), coeff.data_ptr() if on_device else 0,
+        grad.device.index, _extension.cuda_stream(grad),
+    )
+    return out
+
+
+def _backward_triton(grad: torch.Tensor, coeff: torch.Tensor) -> torch.Tensor:
+    from webda_kernels.triton.grad_reverse import grad_reverse_backward
+
+    return grad_reverse_backward(grad, coeff.to(grad.device))
+
+
+_BACKWARD = {
+    "reference": _backward_reference,
+    "cpu": _backward_cpu,
+    "triton": _backward_triton,
+    "cuda": _backward_cuda,
+}
+
+
+@torch.library.custom_op("webda::grad_reverse_backward", mutates_args=())
+def grad_reverse_backward(grad: torch.Tensor, coeff: torch.Tensor, backend: str) -> torch.Tensor:
+    """``-coeff * grad`` with ``grad``'s layout; coeff is a 0-d float64 tensor."""
+    return _BACKWARD[backend](grad, coeff)
+
+
+@grad_reverse_backward.register_fake
+def _(grad, coeff, backend):
+    return torch.empty_like(grad, memory_format=torch.preserve_format)
+
+
+class GradReverseFunction(torch.autograd.Function):
+    """Forward: a view of ``x`` (same storage). Backward: ``-coeff * grad`` on ``backend``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, coeff: torch.Tensor, backend: str) -> torch.Tensor:
+        ctx.save_for_backward(coeff)
+        ctx.backend = backend
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (coeff,) = ctx.saved_tensors
+        return grad_reverse_backward(grad, coeff, ctx.backend), None, None
+
+
+def _coeff_tensor(coeff, x: torch.Tensor) -> torch.Tensor:
+    """``coeff`` (a finite float or a 1-element floating tensor) as a 0-d float64 tensor on x's device."""
+    if isinstance(coeff, torch.Tensor):
+        if coeff.numel() != 1 or not coeff.is_floating_point():
+            raise TypeError(f"grad_reverse: a tensor coeff must be a 0-d floating tensor, got {coeff.dtype} of shape {tuple(coeff.shape)}")
+        if coeff.device != x.device and coeff.device.type != "cpu":
+            raise ValueError(f"grad_reverse: coeff is on {coeff.device} but x is on {x.device}")
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(coeff).all()):
+            raise ValueError(f"grad_reverse: coeff must be finite, got {coeff.item()}")
+        return coeff.detach().reshape(()).to(device=x.device, dtype=torch.float64)
+    value = _validate.finite_number("grad_reverse", "coeff", coeff)
+    return torch.full((), value, dtype=torch.float64, device=x.device)
+
+
+def grad_reverse(x: torch.Tensor, coeff: Union[float, torch.Tensor] = 1.0, backend: str = "auto") -> torch.Tensor:
+    """Gradient reversal layer.
+
+    Args:
+        x: any floating tensor (any shape, strides and device).
+        coeff: the reversal strength, a finite float or a 0-d floating tensor (for example
+            from a schedule; a tensor is not baked into a compiled graph).
+        backend: "auto", "reference", "cpu", "triton" or "cuda" (see ``available_backends()``).
+
+    Returns:
+        ``x`` itself as a view (no copy) in the forward pass; in the backward pass the
+        gradient flowing to ``x`` is ``-coeff * grad``, in ``grad``'s layout.
+
+    Raises:
+        TypeError: ``x`` is not a floating tensor, or ``coeff`` is not a number / 0-d tensor.
+        ValueError: ``coeff`` is not finite, or ``backend`` cannot serve ``x``.
+    """
+    _validate.floating_tensor("grad_reverse", "x", x)
+    coeff_t = _coeff_tensor(coeff, x)
+    resolved = _dispatch.resolve(SPEC, backend, x.device, x.dtype)
+    return GradReverseFunction.apply(x, coeff_t, resolved)

@@ -1,0 +1,83 @@
+"""Gradient reversal modules and the DANN schedule of the reversal coefficient."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from webda_kernels.grad_reverse import grad_reverse
+
+
+def dann_coeff(progress: float, gamma: float = 10.0, lo: float = 0.0, hi: float = 1.0) -> float:
+    """DANN schedule (Ganin & Lempitsky 2015): ``lo + (hi - lo) * (2 / (1 + exp(-gamma * p)) - 1)``.
+
+    ``progress`` p in [0, 1] (clamped) is the fraction of training done; the coefficient
+    rises smoothly from ``lo`` at p = 0 towards ``hi`` (reached as p grows; 0.9999 x at p = 1
+    with gamma = 10), so the encoder is not pushed by an untrained discriminator early on.
+    """
+    p = min(max(float(progress), 0.0), 1.0)
+    return lo + (hi - lo) * (2.0 / (1.0 + math.exp(-gamma * p)) - 1.0)
+
+
+class GradientReversal(nn.Module):
+    """Identity in the forward pass; multiplies the gradient by ``-coeff`` in the backward pass.
+
+    ``coeff`` is a plain attribute: set it between steps (or use
+    :class:`WarmStartGradientReversal` to follow the DANN schedule).
+    """
+
+    def __init__(self, coeff: float = 1.0, backend: str = "auto") -> None:
+        super().__init__()
+        self.coeff = coeff
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return grad_reverse(x, self.coeff, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"coeff={self.coeff}"
+
+
+class WarmStartGradientReversal(nn.Module):
+    """Gradient reversal whose coefficient follows :func:`dann_coeff` over ``max_iters`` steps.
+
+    Like TLlib's ``WarmStartGradientReverseLayer``: ``coeff = dann_coeff(iters / max_iters,
+    gamma, lo, hi)``. Call :meth:`step` once per training step (or pass ``auto_step=True`` to
+    step on every forward in training mode). The step counter is a buffer, so it is saved in
+    ``state_dict`` and a resumed run continues the schedule where it stopped.
+    """
+
+    def __init__(
+        self,
+        gamma: float = 10.0,
+        lo: float = 0.0,
+        hi: float = 1.0,
+        max_iters: int = 1000,
+        auto_step: bool = False,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if max_iters < 1:
+            raise ValueError(f"WarmStartGradientReversal: max_iters must be >= 1, got {max_iters}")
+        self.gamma, self.lo, self.hi, self.max_iters = gamma, lo, hi, max_iters
+        self.auto_step = auto_step
+        self.backend = backend
+        self.register_buffer("iters", torch.zeros((), dtype=torch.int64))
+
+    @property
+    def coeff(self) -> float:
+        return dann_coeff(int(self.iters) / self.max_iters, self.gamma, self.lo, self.hi)
+
+    def step(self) -> None:
+        self.iters += 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = grad_reverse(x, self.coeff, backend=self.backend)
+        if self.auto_step and self.training:
+            self.step()
+        return out
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, lo={self.lo}, hi={self.hi}, max_iters={self.max_iters}, auto_step={self.auto_step}"
