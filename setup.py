@@ -58,12 +58,11 @@ class CMakeBuild(build_ext):
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DWEBDA_CUDA_ARCHS={os.environ.get('WEBDA_CUDA_ARCHS', '80;90')}",
         ]
-        if os.environ.get("WEBDA_BUILD_CUDA", "1") == "0":
-            args.append("-DWEBDA_BUILD_CUDA=OFF")
-        else:
-            nvcc = find_nvcc()
-            if nvcc:
-                args.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
+        build_cuda = os.environ.get("WEBDA_BUILD_CUDA", "1") != "0"
+        args.append(f"-DWEBDA_BUILD_CUDA={'ON' if build_cuda else 'OFF'}")
+        nvcc = find_nvcc() if build_cuda else None
+        if nvcc:
+            args.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
         subprocess.run(["cmake", str(ROOT), *args], cwd=build_temp, check=True)
         subprocess.run(["cmake", "--build", "."], cwd=build_temp, check=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -112,12 +113,14 @@ def write_mp4(frames: np.ndarray, path, fps: int = 24, crf: int = 23) -> None:
     if frames.shape[1] % 2 or frames.shape[2] % 2:
         raise ValueError(f"frame height and width must be even for yuv420p, got {frames.shape[1:3]}")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    options = {"preset": "veryfast", "crf": str(crf), "threads": "1"}
+    # x264's own threads (lookahead included) make the bitstream vary from run to run.
+    options = {"preset": "veryfast", "crf": str(crf), "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0"}
     with av.open(str(path), "w", format="mp4", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream("libx264", rate=fps, options=options)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        for index, frame in enumerate(frames):
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            video_frame.pts, video_frame.time_base = index, Fraction(1, fps)
+            container.mux(stream.encode(video_frame))
         container.mux(stream.encode(None))

@@ -1,0 +1,135 @@
+"""Shared benchmark harness on pytest-benchmark.
+
+Every benchmark calls the ``measure`` fixture once:
+
+    def test_bench_x(measure):
+        measure(fn, group="grad_reverse fwd+bwd 4096x4096 float32", provider="eager", device=dev)
+
+``group`` names what is compared (op, mode, shape, dtype): rows of one group are compared
+with each other; ``provider`` names who computes it ("eager", "compile", "webda-cpu",
+"webda-triton", "webda-cuda", "faiss", ...). ``measure`` warms up, records peak memory
+(extra bytes allocated by one call) and the time: pytest-benchmark's calibrated rounds on
+the CPU; on CUDA, ``triton.testing.do_bench`` (CUDA events, after warm-up) whose median is
+stored as ``device_ms`` (report.py prefers it). The saved JSON records the device name,
+torch/triton/CUDA versions and the git commit; at the end a table of speed-ups over the
+"eager" row of each group is printed (``report.py`` turns the JSON into README tables).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import subprocess
+from collections import defaultdict
+
+import pytest
+import torch
+
+BASELINE = "eager"
+
+# Large buffers come from mmap and go back on free, so the CPU peak-memory reading below
+# sees what a call allocates rather than what glibc kept from earlier calls.
+_M_MMAP_THRESHOLD = -3
+ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 1 << 16)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=os.path.dirname(__file__)).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def peak_memory_bytes(fn, device: torch.device) -> int:
+    """Extra bytes at the peak of one call of ``fn`` (allocator high-water mark minus the start)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - start
+    # CPU: the process's resident high-water mark, reset before the call (Linux).
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kib("VmRSS")
+    fn()
+    return max(0, (_status_kib("VmHWM") - before) * 1024)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+@pytest.fixture
+def measure(benchmark):
+    def run(fn, *, group: str, provider: str, device, **info) -> None:
+        device = torch.device(device)
+        benchmark.group = group
+        benchmark.extra_info.update(provider=provider, device=str(device), device_name=device_name(device), **info)
+        for _ in range(2):  # warm-up: compile, autotune, caches
+            fn()
+        if device.type == "cuda":
+            import triton.testing
+
+            torch.cuda.synchronize(device)
+            benchmark.extra_info["device_ms"] = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+            def timed():
+                fn()
+                torch.cuda.synchronize(device)
+
+            benchmark.pedantic(timed, rounds=10, iterations=1)
+        else:
+            benchmark(fn)
+        benchmark.extra_info["peak_mem_bytes"] = peak_memory_bytes(fn, device)
+
+    return run
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    import triton
+
+    output_json["webda"] = {
+        "commit": _git_commit(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else device_name(torch.device("cpu")),
+        "cpu_threads": torch.get_num_threads(),
+    }
+
+
+def _seconds(bench) -> float:
+    ms = bench.extra_info.get("device_ms")
+    return ms / 1e3 if ms is not None else bench.stats.median
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return
+    groups = defaultdict(list)
+    for bench in session.benchmarks:
+        groups[bench.group].append(bench)
+    tr = terminalreporter
+    tr.write_sep("=", "webda: speed-up over eager (median time; peak extra memory)")
+    for group, rows in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        base = next((b for b in rows if b.extra_info.get("provider") == BASELINE), None)
+        tr.write_line(f"{group}")
+        for b in sorted(rows, key=_seconds):
+            ratio = f"{_seconds(base) / _seconds(b):6.2f}x" if base else "     -"
+            mem = b.extra_info.get("peak_mem_bytes", 0) / 2**20
+            tr.write_line(f"    {b.extra_info.get('provider', b.name):<16} {_seconds(b) * 1e3:10.3f} ms  {ratio}  {mem:9.1f} MiB")
