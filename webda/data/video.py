@@ -104,8 +104,8 @@ def read_frames(path, indices: Optional[Sequence[int]] = None, short_side: Optio
 def write_mp4(frames: np.ndarray, path, fps: int = 24, crf: int = 23) -> None:
     """Encode uint8 (T, H, W, 3) RGB frames (H, W even) as an H.264 MP4 with libx264.
 
-    Single-threaded with fixed options and bit-exact muxing, so equal frames give equal bytes
-    (for the same PyAV/FFmpeg build).
+    Single-threaded plain-C x264 with fixed options and bit-exact muxing, so equal frames give
+    equal bytes (for the same PyAV/FFmpeg build).
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -113,12 +113,16 @@ def write_mp4(frames: np.ndarray, path, fps: int = 24, crf: int = 23) -> None:
     if frames.shape[1] % 2 or frames.shape[2] % 2:
         raise ValueError(f"frame height and width must be even for yuv420p, got {frames.shape[1:3]}")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    # x264's own threads (lookahead included) make the bitstream vary from run to run.
-    options = {"preset": "veryfast", "crf": str(crf), "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0"}
+    # Encoder threads (FFmpeg's or x264's) make the bytes depend on timing, and some of x264's
+    # assembly routines on what was in memory before: single thread, plain C.
+    x264_params = "threads=1:lookahead-threads=1:sliced-threads=0:sync-lookahead=0:asm=0"
+    options = {"preset": "veryfast", "crf": str(crf), "x264-params": x264_params}
     with av.open(str(path), "w", format="mp4", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream("libx264", rate=fps, options=options)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_count = 1
+        stream.codec_context.thread_type = "NONE"
         for index, frame in enumerate(frames):
             video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
             video_frame.pts, video_frame.time_base = index, Fraction(1, fps)
