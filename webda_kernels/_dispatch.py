@@ -71,6 +71,9 @@ def serving_backends(spec: OpSpec, device: torch.device, dtype: torch.dtype) -> 
     ]
 
 
+# A pure function of its arguments and the environment: torch.compile calls it while
+# tracing and bakes the answer into the graph instead of tracing the import machinery.
+@torch.compiler.assume_constant_result
 def resolve(spec: OpSpec, backend: str, device: torch.device, dtype: torch.dtype) -> str:
     """The concrete backend to run for a request; ValueError if it cannot serve the inputs."""
     if not isinstance(backend, str):

@@ -45,8 +45,8 @@ class WarmStartGradientReversal(nn.Module):
 
     Like TLlib's ``WarmStartGradientReverseLayer``: ``coeff = dann_coeff(iters / max_iters,
     gamma, lo, hi)``. Call :meth:`step` once per training step (or pass ``auto_step=True`` to
-    step on every forward in training mode). The step counter is a buffer, so it is saved in
-    ``state_dict`` and a resumed run continues the schedule where it stopped.
+    step on every forward in training mode). The step counter is saved in ``state_dict``
+    (as extra state), so a resumed run continues the schedule where it stopped.
     """
 
     def __init__(
@@ -64,11 +64,17 @@ class WarmStartGradientReversal(nn.Module):
         self.gamma, self.lo, self.hi, self.max_iters = gamma, lo, hi, max_iters
         self.auto_step = auto_step
         self.backend = backend
-        self.register_buffer("iters", torch.zeros((), dtype=torch.int64))
+        self.iters = 0
 
     @property
     def coeff(self) -> float:
-        return dann_coeff(int(self.iters) / self.max_iters, self.gamma, self.lo, self.hi)
+        return dann_coeff(self.iters / self.max_iters, self.gamma, self.lo, self.hi)
+
+    def get_extra_state(self) -> dict:
+        return {"iters": self.iters}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.iters = int(state["iters"])
 
     def step(self) -> None:
         self.iters += 1

@@ -7,6 +7,7 @@ import triton
 import triton.language as tl
 
 from webda_kernels._extension import elementwise_layout
+from webda_kernels.triton.cast import cast_rne
 
 BLOCK = 1024
 
@@ -32,7 +33,7 @@ def _neg_scale_kernel(
     acc_dtype = tl.float64 if grad.dtype == tl.float64 else tl.float32
     coeff = tl.load(coeff_ptr).to(acc_dtype)
     out = grad.to(acc_dtype) * -coeff
-    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + offs, cast_rne(out, out_ptr.dtype.element_ty), mask=mask)
 
 
 def grad_reverse_backward(grad: torch.Tensor, coeff: torch.Tensor) -> torch.Tensor:
