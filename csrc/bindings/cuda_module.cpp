@@ -15,6 +15,14 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def("grad_reverse_backward", &webda::cuda::grad_reverse_backward, py::arg("grad"), py::arg("out"),
         py::arg("dtype"), py::arg("sizes"), py::arg("grad_strides"), py::arg("coeff"), py::arg("coeff_ptr"),
         py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>());
+  m.def("residual_temporal_forward", &webda::cuda::residual_temporal_forward, py::arg("z"), py::arg("weight"),
+        py::arg("bias"), py::arg("y"), py::arg("n"), py::arg("c"), py::arg("t"), py::arg("hw"), py::arg("kt"),
+        py::arg("relu"), py::arg("dtype"), py::arg("device"), py::arg("stream"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("residual_temporal_backward", &webda::cuda::residual_temporal_backward, py::arg("grad_y"), py::arg("z"),
+        py::arg("y"), py::arg("weight"), py::arg("grad_z"), py::arg("grad_weight"), py::arg("grad_bias"),
+        py::arg("n"), py::arg("c"), py::arg("t"), py::arg("hw"), py::arg("kt"), py::arg("relu"), py::arg("dtype"),
+        py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>());
   m.def("build_info", []() {
     namespace b = webda::build;
     py::dict info;

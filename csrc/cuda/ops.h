@@ -13,4 +13,14 @@ void grad_reverse_backward(uintptr_t grad, uintptr_t out, int dtype, const std::
                            const std::vector<int64_t>& grad_strides, double coeff, uintptr_t coeff_ptr,
                            int device, uintptr_t stream);
 
+// Fused temporal part of the (2+1)D block (residual_conv2plus1d.cu). Tensors are [N][T][H*W][C]
+// contiguous (channels_last_3d), weight (C, C, kt) with kt odd, bias (C,) or 0, all of `dtype`.
+// forward: y = act(z + conv_t(z) + bias). backward: grad_z always; grad_weight (C, C, kt) and
+// grad_bias (C,) when non-zero: float32 buffers (float64 for float64), zero-filled by the caller.
+void residual_temporal_forward(uintptr_t z, uintptr_t weight, uintptr_t bias, uintptr_t y, int64_t n, int64_t c,
+                               int64_t t, int64_t hw, int64_t kt, bool relu, int dtype, int device, uintptr_t stream);
+void residual_temporal_backward(uintptr_t grad_y, uintptr_t z, uintptr_t y, uintptr_t weight, uintptr_t grad_z,
+                                uintptr_t grad_weight, uintptr_t grad_bias, int64_t n, int64_t c, int64_t t,
+                                int64_t hw, int64_t kt, bool relu, int dtype, int device, uintptr_t stream);
+
 }  // namespace webda::cuda

@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from webda_kernels.triton.cast import cast_rne
+
 BLOCK_M = 64
 
 
@@ -76,7 +78,7 @@ def _temporal_conv_kernel(
     if RELU_OUT:
         out = tl.maximum(out, 0.0)
     out_offs = rows[:, None] * C + cols[None, :]
-    tl.store(out_ptr + out_offs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & (cols[None, :] < C))
+    tl.store(out_ptr + out_offs, cast_rne(out, out_ptr.dtype.element_ty), mask=row_ok[:, None] & (cols[None, :] < C))
     if GRAD_BIAS:
         tl.atomic_add(grad_bias_ptr + cols, tl.sum(residual, axis=0), mask=cols < C)
 
