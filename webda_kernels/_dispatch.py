@@ -82,7 +82,7 @@ def resolve(spec: OpSpec, backend: str, device: torch.device, dtype: torch.dtype
     if backend == "auto":
         override = os.environ.get(ENV_BACKEND, "auto").strip() or "auto"
         if override != "auto":
-            backend, source = override, f"{ENV_BACKEND}={override!r}"
+            backend, source = override, ENV_BACKEND
     if backend not in ("auto",) + BACKENDS:
         raise ValueError(f"{spec.name}: {source}={backend!r} is not one of {('auto',) + BACKENDS}")
     serving = serving_backends(spec, device, dtype)

@@ -14,6 +14,11 @@ PYBIND11_MODULE(_C_cpu, m) {
   m.def("grad_reverse_backward", &webda::cpu::grad_reverse_backward, py::arg("grad"), py::arg("out"),
         py::arg("dtype"), py::arg("sizes"), py::arg("grad_strides"), py::arg("coeff"),
         py::call_guard<py::gil_scoped_release>());
+  m.def("topk_similarity_update", &webda::cpu::topk_similarity_update, py::arg("scores"), py::arg("rows"),
+        py::arg("cols"), py::arg("seen"), py::arg("values"), py::arg("indices"), py::arg("k"), py::arg("dtype"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("topk_similarity_finalize", &webda::cpu::topk_similarity_finalize, py::arg("values"), py::arg("indices"),
+        py::arg("rows"), py::arg("k"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
   m.def("omp_max_threads", []() { return omp_get_max_threads(); });
   m.def("build_info", []() {
     namespace b = webda::build;

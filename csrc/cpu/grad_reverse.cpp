@@ -14,12 +14,17 @@ void neg_scale(const T* grad, T* out, const std::vector<int64_t>& sizes, const s
   using acc = typename S::acc;
   const acc c = static_cast<acc>(-coeff);
   const int ndim = static_cast<int>(sizes.size());
+  if (ndim == 1 && strides[0] == 1) {  // contiguous: one flat, vectorised, parallel loop
+    const int64_t n = sizes[0];
+#pragma omp parallel for simd schedule(static) if (n > (1 << 15))
+    for (int64_t i = 0; i < n; ++i) out[i] = S::store(S::load(grad[i]) * c);
+    return;
+  }
   const int64_t inner = sizes[ndim - 1];
   const int64_t inner_stride = strides[ndim - 1];
   int64_t rows = 1;
   for (int d = 0; d < ndim - 1; ++d) rows *= sizes[d];
-  const bool parallel = rows * inner > (1 << 15);
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(static) if (rows * inner > (1 << 15))
   for (int64_t row = 0; row < rows; ++row) {
     int64_t offset = 0;
     for (int64_t d = ndim - 2, rest = row; d >= 0; --d) {
@@ -28,12 +33,7 @@ void neg_scale(const T* grad, T* out, const std::vector<int64_t>& sizes, const s
     }
     const T* g = grad + offset;
     T* o = out + row * inner;
-    if (inner_stride == 1) {
-#pragma omp simd
-      for (int64_t i = 0; i < inner; ++i) o[i] = S::store(S::load(g[i]) * c);
-    } else {
-      for (int64_t i = 0; i < inner; ++i) o[i] = S::store(S::load(g[i * inner_stride]) * c);
-    }
+    for (int64_t i = 0; i < inner; ++i) o[i] = S::store(S::load(g[i * inner_stride]) * c);
   }
 }
 
