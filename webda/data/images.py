@@ -31,7 +31,7 @@ def load_image(path) -> np.ndarray:
     """
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            return np.array(img.convert("RGB"))  # a writable copy
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise CorruptFileError(f"{path}: cannot decode image ({err})") from err
 

@@ -161,17 +161,19 @@ def clutter_background(size: int, rng: np.random.Generator, pieces: int = 14) ->
 
 
 def banner_clip(size: int, num_frames: int, rng: np.random.Generator) -> np.ndarray:
-    """An irrelevant "advert" shot, uint8 (T, S, S, 3): saturated stripes of a random hue scrolling down."""
+    """An irrelevant "advert" shot, uint8 (T, S, S, 3): still stripes of a random saturated hue.
+
+    Still, because a content-based shot detector reads fast high-contrast motion as cuts.
+    """
     hue = rng.uniform(0, 1)
 
     def rgb(h: float, s: int, v: int) -> np.ndarray:
         return np.array(Image.new("HSV", (1, 1), (int(h % 1 * 255), s, v)).convert("RGB").getpixel((0, 0)))
 
     base, stripe = rgb(hue, 230, 235), rgb(hue + 0.5, 200, 90)
-    half_period = max(2, size // 10)
-    rows = (np.arange(size)[None, :] - 2 * np.arange(num_frames)[:, None]) // half_period % 2
-    frames = np.where(rows[:, :, None, None] == 1, stripe, base)
-    return np.broadcast_to(frames, (num_frames, size, size, 3)).astype(np.uint8)
+    rows = np.arange(size) // max(2, size // 10) % 2
+    frame = np.where(rows[:, None, None] == 1, stripe, base).astype(np.uint8)
+    return np.broadcast_to(frame, (num_frames, size, size, 3)).copy()
 
 
 def draw_object(background: np.ndarray, spec: ClassSpec, x: float, y: float, angle: float, radius: float) -> np.ndarray:

@@ -76,7 +76,7 @@ class Preset:
 
 PRESETS: Dict[str, Preset] = {
     # tests and CI: 4 classes (one motion pair), generates in seconds
-    "tiny": Preset(num_classes=4, web_images=24, duplicates=2, web_videos=4, reuploads=1, target_train=6, target_test=4),
+    "tiny": Preset(num_classes=4, web_images=24, duplicates=3, web_videos=4, reuploads=1, target_train=6, target_test=4),
     # the demo: 6 classes (two motion pairs)
     "small": Preset(num_classes=6, web_images=60, duplicates=3, web_videos=10, reuploads=2, target_train=12, target_test=8),
 }
@@ -157,7 +157,8 @@ class _Writer:
         relevant = render_clip(spec, trajectory(spec, p.web_video_frames, rng), clutter_background(size, rng))
         relevant = WebLook.sample(rng).apply(relevant)
         path = f"web_videos/{spec.name}/{spec.name}_{i:03d}.mp4"
-        self._write_web_video(path, relevant, spliced, rng, label=spec.name, true_class=spec.name,
+        splice = rng.choice(["start", "middle", "end"]) if spliced else None
+        self._write_web_video(path, relevant, splice, rng, label=spec.name, true_class=spec.name,
                               noise="spliced" if spliced else "clean")
 
     def reupload(self, i: int) -> None:
@@ -167,22 +168,23 @@ class _Writer:
         small = np.stack([np.asarray(Image.fromarray(f).resize((p.web_video_size,) * 2, Image.BILINEAR)) for f in frames])
         name = self.classes[c].name
         path = f"web_videos/{name}/{name}_reupload_{i:03d}.mp4"
-        self._write_web_video(path, small, rng.random() < 0.5, rng, label=name, true_class=name, noise="duplicate",
+        splice = rng.choice([None, "start", "end"])  # a channel's intro or outro
+        self._write_web_video(path, small, splice, rng, label=name, true_class=name, noise="duplicate",
                               duplicate_of={"path": source})
 
-    def _write_web_video(self, path: str, relevant: np.ndarray, spliced: bool, rng, **card) -> None:
-        """Write ``relevant`` (T, S, S, 3), with an irrelevant shot spliced in if ``spliced``."""
+    def _write_web_video(self, path: str, relevant: np.ndarray, splice: Optional[str], rng, **card) -> None:
+        """Write ``relevant`` (T, S, S, 3) with an irrelevant shot spliced in at ``splice``
+        ("start", "middle", "end"; None: no splice)."""
         p = self.preset
         parts = [(relevant, True)]
-        if spliced:
+        if splice is not None:
             lo, hi = p.irrelevant_shot_frames
             advert = banner_clip(relevant.shape[1], int(rng.integers(lo, hi + 1)), rng)
-            where = rng.choice(["start", "middle", "end"])
-            if where == "middle":
+            if splice == "middle":
                 cut = int(rng.integers(lo, len(relevant) - lo + 1))
                 parts = [(relevant[:cut], True), (advert, False), (relevant[cut:], True)]
             else:
-                parts = [(advert, False), (relevant, True)][:: 1 if where == "start" else -1]
+                parts = [(advert, False), (relevant, True)][:: 1 if splice == "start" else -1]
         shots, start = [], 0
         for frames, is_relevant in parts:
             shots.append({"start": start, "end": start + len(frames), "relevant": is_relevant})
@@ -194,9 +196,9 @@ class _Writer:
 
 
 def _near_copy(frame: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A lightly edited copy of ``frame``: crop of 92-100 % of the side, resized, brightness +-5 %."""
+    """A lightly edited copy of ``frame``: crop of 96-100 % of the side, resized, brightness +-5 %."""
     side = frame.shape[0]
-    crop = int(round(side * rng.uniform(0.92, 1.0)))
+    crop = int(round(side * rng.uniform(0.96, 1.0)))
     top, left = rng.integers(0, side - crop + 1, 2)
     image = Image.fromarray(frame[top : top + crop, left : left + crop]).resize((size, size), Image.BILINEAR)
     return np.clip(np.asarray(image, dtype=np.float32) * rng.uniform(0.95, 1.05), 0, 255).astype(np.uint8)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import av
+from av.video.reformatter import VideoReformatter
 import numpy as np
 
 from webda.data.skips import CorruptFileError
@@ -66,9 +67,11 @@ def iter_frames(path, short_side: Optional[int] = None) -> Iterator[np.ndarray]:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            reformatter = VideoReformatter()  # one per video: it keeps its swscale context
             for frame in container.decode(stream):
                 width, height = _output_size(frame.width, frame.height, short_side)
-                yield frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+                rgb = reformatter.reformat(frame, format="rgb24", width=width, height=height, interpolation="AREA")
+                yield rgb.to_ndarray()
     except (av.FFmpegError, OSError, IndexError) as err:
         raise CorruptFileError(f"{path}: decoding failed ({err})") from err
 

@@ -1,0 +1,64 @@
+"""``webda make-dataset`` (write the generated dataset) and ``webda prepare-data`` (keyframes and
+overlap removal on any dataset root)."""
+
+from __future__ import annotations
+
+import time
+
+from webda.errors import UserError
+
+
+def add_parser(subparsers) -> None:
+    from webda.data.synthetic import PRESETS
+
+    make = subparsers.add_parser(
+        "make-dataset", help="write the generated webly-supervised dataset (JPEG + H.264 MP4)"
+    )
+    make.add_argument("--out", required=True, help="output folder (new or empty)")
+    make.add_argument("--preset", choices=sorted(PRESETS), default="small", help="size (default: small)")
+    make.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: 0)")
+    make.add_argument("--classes", type=int, default=None, metavar="K",
+                      help="number of classes, 2-10 (default: the preset's)")
+    make.set_defaults(func=_make_dataset)
+
+    prep = subparsers.add_parser(
+        "prepare-data", help="check a dataset root, cache shot keyframes, remove web/target overlap"
+    )
+    prep.add_argument("root", help="dataset root (web_images/, web_videos/, target/)")
+    prep.add_argument("--cache", default=None, help="cache folder (default: ROOT/.webda_cache)")
+    prep.add_argument("--threshold", type=float, default=0.9, help="cosine similarity above which a web item is dropped")
+    prep.add_argument("--min-shot-len", type=int, default=15, help="shortest shot, in frames (default: 15)")
+    prep.set_defaults(func=_prepare_data)
+
+
+def _make_dataset(args) -> int:
+    from webda.data.synthetic import CARD_NAME, generate
+
+    start = time.perf_counter()
+    try:
+        card = generate(args.out, args.preset, args.seed, num_classes=args.classes)
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    kinds = {}
+    for item in card["items"]:
+        kinds[item["domain"]] = kinds.get(item["domain"], 0) + 1
+    counts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+    print(f"wrote {len(card['classes'])} classes ({counts}) to {args.out} "
+          f"in {time.perf_counter() - start:.1f} s; ground truth in {args.out}/{CARD_NAME}")
+    return 0
+
+
+def _prepare_data(args) -> int:
+    from webda.data.prepare import prepare
+
+    try:
+        data = prepare(args.root, args.cache, threshold=args.threshold, min_shot_len=args.min_shot_len)
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    print(data.layout.summary())
+    print(f"{len(data.keyframes.keyframes)} keyframes cached; {data.keyframes.skips.summary()}")
+    dropped = data.overlap_report["dropped"]
+    print(f"overlap removal (cosine > {args.threshold}): dropped "
+          f"{sum(r['kind'] == 'web_image' for r in dropped)} web images and "
+          f"{sum(r['kind'] == 'web_video' for r in dropped)} web videos")
+    return 0
