@@ -40,8 +40,39 @@ def _grad_reverse_case(backend: str, device: torch.device, dtype: torch.dtype, q
     return [("d x", "grad", actual, run(wk.reference.grad_reverse, dtype), run(wk.reference.grad_reverse, torch.float64))]
 
 
+def _topt_attention_case(backend: str, device: torch.device, dtype: torch.dtype, quick: bool) -> List[Result]:
+    # Both sizes fit one fused program; the second bank is past it (the streaming path).
+    results: List[Result] = []
+    for n_src, n_tgt, dim in ((5, 7, 17), (9, 70, 33)) if quick else ((33, 47, 127), (64, 1000, 64)):
+        src64 = torch.randn(n_src, dim, dtype=torch.float64, device=device)
+        tgt64 = torch.randn(dim, n_tgt, dtype=torch.float64, device=device).T  # non-contiguous
+        weight64 = torch.randn(dim, dim, dtype=torch.float64, device=device) / dim
+        top_t = max(1, round(0.9 * n_tgt))
+        grad64 = torch.randn(n_src, dtype=torch.float64, device=device)
+        functions = (
+            ("scores", lambda s, t, w, b: wk.topt_scores(s, t, w, top_t, backend=b), wk.reference.topt_scores, ()),
+            ("attention", lambda s, t, w, b: wk.topt_attention(s, t, w, top_t, float(top_t), backend=b),
+             wk.reference.topt_attention, (float(top_t),)),
+        )
+        for name, fast, oracle, extra in functions:
+            def run(fn, dt):
+                leaves = [x.detach().to(dt).requires_grad_() for x in (src64, tgt64, weight64)]
+                out = fn(*leaves)
+                out.backward(grad64.to(dt))
+                return [out] + [x.grad for x in leaves]
+
+            got = run(lambda s, t, w: fast(s, t, w, backend), dtype)
+            same = run(lambda s, t, w: oracle(s, t, w, top_t, *extra), dtype)
+            ref64 = run(lambda s, t, w: oracle(s, t, w, top_t, *extra), torch.float64)
+            for label, kind, a, b, c in zip(("", " d src", " d tgt", " d weight"), ("output", "grad", "grad", "grad"),
+                                            got, same, ref64):
+                results.append((f"{name}{n_tgt}{label}", kind, a, b, c))
+    return results
+
+
 CASES: Dict[str, Case] = {
     "grad_reverse": _grad_reverse_case,
+    "topt_attention": _topt_attention_case,
 }
 
 

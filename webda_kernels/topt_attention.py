@@ -1,0 +1,229 @@
+"""Top-T bilinear attention (paper 3.4): ``e = src @ weight @ tgt.T``, ``s_i`` = sum of the
+``top_t`` largest ``e[i, :]``, ``alpha = softmax(s / temperature)`` over the source batch.
+
+Layers, top to bottom: the forward of each backend (reference, C++ CPU, Triton, CUDA), the
+``webda::topt_attention`` custom op with its fake and its autograd, and the public
+``topt_scores`` / ``topt_attention``.
+
+Every backend's forward returns ``(out, indices, projected)``: ``out`` the scores or the
+attention (src's dtype), ``indices`` (Ns, top_t) int64 the selected target rows of each
+source row (descending similarity, ties to the lower index, NaN highest like torch.topk),
+and ``projected = src @ weight`` (Ns, D) in the accumulation dtype (float64 for float64,
+else float32). Small problems (Ns, Nt <= FUSED_MAX_ROWS) run in one fused kernel on the GPU
+backends; larger banks stream through ``streaming_topk`` and never hold the Ns x Nt matrix.
+
+The backward is shared by all backends and needs no Ns x Nt tensor: ``s_i`` depends on the
+selected ``e[i, j]`` with derivative 1 (as torch.topk's backward routes it), so with ``g``
+the gradient of the scores and ``sel_i`` the sum of the selected target rows of row i,
+``d src = (g * sel) @ weight.T``, ``d weight = src.T @ (g * sel)`` and
+``d tgt[j] = sum over the (i, t) with indices[i, t] = j of g_i * projected_i``: a gather and
+an index_add over the saved indices, O(Ns * top_t * D). We save the indices rather than a
+per-row threshold because (Ns, top_t) integers are small, the gather/index_add run on every
+device as they are, and nothing has to recompute the similarities.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+from webda_kernels import _dispatch, _extension, _validate, reference
+
+_GPU_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
+
+SPEC = _dispatch.OpSpec(
+    name="topt_attention",
+    dtypes={"triton": _GPU_DTYPES, "cuda": _GPU_DTYPES},
+    # The GPU backends await a GPU benchmark before auto may pick them.
+    auto={},
+)
+
+# Source and target batches up to this many rows run in one fused kernel (one program/block).
+FUSED_MAX_ROWS = 64
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _project(src: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``src @ weight`` in the accumulation dtype, (Ns, D)."""
+    acc = _acc_dtype(src.dtype)
+    return src.to(acc) @ weight.to(acc)
+
+
+def _normalise(scores: torch.Tensor, temperature: float, softmax: bool, dtype: torch.dtype) -> torch.Tensor:
+    """The op's output from accumulation-dtype scores: the scores, or their softmax over the batch."""
+    return (torch.softmax(scores / temperature, dim=0) if softmax else scores).to(dtype)
+
+
+def _fits_one_program(src: torch.Tensor, tgt: torch.Tensor) -> bool:
+    return 0 < src.shape[0] <= FUSED_MAX_ROWS and tgt.shape[0] <= FUSED_MAX_ROWS
+
+
+def _forward_reference(src, tgt, weight, top_t, temperature, softmax):
+    projected = _project(src, weight)
+    values, indices = reference.topk_similarity(projected, tgt.to(projected.dtype), top_t)
+    return _normalise(values.sum(dim=1), temperature, softmax, src.dtype), indices, projected
+
+
+def _forward_streaming(src, tgt, weight, top_t, temperature, softmax, backend):
+    """Project on the host, then select top_t per row with the streaming top-k of ``backend``."""
+    return _forward_reference(src, tgt, weight, top_t, temperature, softmax)
+
+
+def _forward_triton(src, tgt, weight, top_t, temperature, softmax):
+    if not _fits_one_program(src, tgt):
+        return _forward_streaming(src, tgt, weight, top_t, temperature, softmax, "triton")
+    from webda_kernels.triton.topt_attention import topt_attention_fused
+
+    return topt_attention_fused(src, tgt, weight, top_t, temperature, softmax)
+
+
+def _forward_cuda(src, tgt, weight, top_t, temperature, softmax):
+    if not _fits_one_program(src, tgt):
+        return _forward_streaming(src, tgt, weight, top_t, temperature, softmax, "cuda")
+    n_src, dim = src.shape
+    out = src.new_empty(n_src)
+    indices = src.new_empty((n_src, top_t), dtype=torch.int64)
+    projected = src.new_empty((n_src, dim), dtype=torch.float32)
+    _extension.load("cuda").topt_attention_fused(
+        src.data_ptr(), tgt.data_ptr(), weight.data_ptr(), out.data_ptr(), indices.data_ptr(),
+        projected.data_ptr(), _extension.dtype_code(src), n_src, tgt.shape[0], dim, top_t,
+        list(src.stride()), list(tgt.stride()), list(weight.stride()), temperature, softmax,
+        src.device.index, _extension.cuda_stream(src),
+    )
+    return out, indices, projected
+
+
+_FORWARD = {
+    "reference": _forward_reference,
+    "triton": _forward_triton,
+    "cuda": _forward_cuda,
+}
+
+
+@torch.library.custom_op("webda::topt_attention", mutates_args=())
+def topt_attention_op(
+    src: torch.Tensor, tgt: torch.Tensor, weight: torch.Tensor, top_t: int, temperature: float, softmax: bool,
+    backend: str,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(out, indices, projected)`` (see the module docstring); inputs already validated."""
+    if src.numel() == 0 or tgt.numel() == 0:  # empty batch or D = 0: nothing for a kernel to do
+        backend = "reference"
+    return _FORWARD[backend](src, tgt, weight, top_t, temperature, softmax)
+
+
+@topt_attention_op.register_fake
+def _(src, tgt, weight, top_t, temperature, softmax, backend):
+    n_src, dim = src.shape
+    return (
+        src.new_empty(n_src),
+        src.new_empty((n_src, top_t), dtype=torch.int64),
+        src.new_empty((n_src, dim), dtype=_acc_dtype(src.dtype)),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    src, tgt, weight, top_t, temperature, softmax, backend = inputs
+    out, indices, projected = output
+    ctx.mark_non_differentiable(indices, projected)
+    ctx.save_for_backward(src, tgt, weight, out, indices, projected)
+    ctx.temperature = temperature
+    ctx.softmax = softmax
+
+
+def _backward(ctx, grad_out, grad_indices, grad_projected):
+    src, tgt, weight, out, indices, projected = ctx.saved_tensors
+    need_src, need_tgt, need_weight = ctx.needs_input_grad[:3]
+    acc = projected.dtype
+    grad_scores = grad_out.to(acc)
+    if ctx.softmax:
+        alpha = out.to(acc)
+        grad_scores = alpha * (grad_scores - (grad_scores * alpha).sum()) / ctx.temperature
+    grad_src = grad_tgt = grad_weight = None
+    if need_src or need_weight:
+        # Row i of d e is g_i on its selected entries: (d e) @ tgt = g_i * (sum of the selected rows).
+        pulled = grad_scores[:, None] * tgt[indices].to(acc).sum(dim=1)
+        if need_src:
+            grad_src = (pulled @ weight.to(acc).T).to(src.dtype)
+        if need_weight:
+            grad_weight = (src.to(acc).T @ pulled).to(weight.dtype)
+    if need_tgt:
+        pushed = (grad_scores[:, None] * projected)[:, None, :].expand(-1, indices.shape[1], -1)
+        grad_tgt = tgt.new_zeros(tgt.shape, dtype=acc).index_add_(0, indices.reshape(-1), pushed.reshape(-1, tgt.shape[1]))
+        grad_tgt = grad_tgt.to(tgt.dtype)
+    return grad_src, grad_tgt, grad_weight, None, None, None, None
+
+
+topt_attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _check_and_resolve(op: str, src, tgt, weight, top_t, backend: str) -> str:
+    _validate.floating_tensor(op, "src", src, ndim=2)
+    _validate.floating_tensor(op, "tgt", tgt, ndim=2)
+    _validate.floating_tensor(op, "weight", weight, ndim=2)
+    _validate.same_device_and_dtype(op, "src", src, tgt=tgt, weight=weight)
+    dim = src.shape[1]
+    if tgt.shape[1] != dim:
+        raise ValueError(f"{op}: tgt has {tgt.shape[1]} features per row but src has {dim}")
+    if tuple(weight.shape) != (dim, dim):
+        raise ValueError(f"{op}: weight must be ({dim}, {dim}) for src of {dim} features, got {tuple(weight.shape)}")
+    if isinstance(top_t, bool) or not isinstance(top_t, int):
+        raise TypeError(f"{op}: top_t must be an int, got {type(top_t).__name__}")
+    if tgt.shape[0] == 0:
+        raise ValueError(f"{op}: tgt is empty; top_t needs at least one target row")
+    if not 1 <= top_t <= tgt.shape[0]:
+        raise ValueError(f"{op}: top_t must be in [1, Nt = {tgt.shape[0]}], got {top_t}")
+    return _dispatch.resolve(SPEC, backend, src.device, src.dtype)
+
+
+def topt_scores(src: torch.Tensor, tgt: torch.Tensor, weight: torch.Tensor, top_t: int, backend: str = "auto") -> torch.Tensor:
+    """Top-T similarity scores: ``s_i`` = sum of the ``top_t`` largest entries of row i of ``src @ weight @ tgt.T``.
+
+    Args:
+        src: (Ns, D) source (web) features.
+        tgt: (Nt, D) target features, Nt >= 1; same device and dtype as ``src``.
+        weight: (D, D) bilinear similarity matrix.
+        top_t: how many of the largest similarities each row sums, 1 <= top_t <= Nt.
+        backend: "auto", "reference", "cpu", "triton" or "cuda" (see ``available_backends()``).
+
+    Returns:
+        (Ns,) scores in ``src``'s dtype (accumulated in float32, float64 for float64).
+        Differentiable in ``src``, ``tgt`` and ``weight``: the gradient of ``s_i`` reaches the
+        ``top_t`` selected entries of row i (ties go to the lower target index; NaN ranks
+        highest, as in torch.topk). Never holds the (Ns, Nt) matrix on the streaming paths.
+
+    Raises:
+        TypeError: a tensor is not floating, dtypes differ, or ``top_t`` is not an int.
+        ValueError: wrong ranks or shapes, devices differ, ``tgt`` is empty, ``top_t`` is out of
+            range, or ``backend`` cannot serve the inputs.
+    """
+    resolved = _check_and_resolve("topt_scores", src, tgt, weight, top_t, backend)
+    return topt_attention_op(src, tgt, weight, top_t, 1.0, False, resolved)[0]
+
+
+def topt_attention(
+    src: torch.Tensor, tgt: torch.Tensor, weight: torch.Tensor, top_t: int, temperature: float = 1.0,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Attention over a source batch: ``softmax(topt_scores(src, tgt, weight, top_t) / temperature)``.
+
+    Args:
+        src, tgt, weight, top_t, backend: as in :func:`topt_scores`.
+        temperature: softmax temperature, a finite float > 0.
+
+    Returns:
+        (Ns,) weights in ``src``'s dtype that sum to 1 over the source batch; differentiable in
+        ``src``, ``tgt`` and ``weight`` (see :func:`topt_scores`).
+
+    Raises:
+        TypeError, ValueError: as in :func:`topt_scores`; ValueError also if ``temperature`` is
+            not a finite positive number.
+    """
+    resolved = _check_and_resolve("topt_attention", src, tgt, weight, top_t, backend)
+    temperature = _validate.finite_number("topt_attention", "temperature", temperature)
+    if temperature <= 0:
+        raise ValueError(f"topt_attention: temperature must be > 0, got {temperature}")
+    return topt_attention_op(src, tgt, weight, top_t, temperature, True, resolved)[0]
