@@ -11,3 +11,36 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+# ---- data fixtures (webda.data; shared by tests/test_data_*.py and any test needing real files) ----
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """Root of the generated ``tiny`` dataset (seed 0), written once per session."""
+    from webda.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    generate(root, "tiny", seed=0, show_progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_card(tiny_dataset):
+    """The ground-truth card of :func:`tiny_dataset`, as a dict."""
+    import json
+
+    from webda.data.synthetic import CARD_NAME
+
+    return json.loads((tiny_dataset / CARD_NAME).read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tiny_dataset, tmp_path_factory):
+    """:func:`webda.data.prepare.prepare` run once on :func:`tiny_dataset` (cache in a temp folder)."""
+    from webda.data.prepare import prepare
+
+    return prepare(tiny_dataset, tmp_path_factory.mktemp("tiny_cache"), show_progress=False)
+# ---- end of data fixtures ----
