@@ -4,6 +4,7 @@ Ops (each with ``backend="auto"|"reference"|"cpu"|"triton"|"cuda"``):
   grad_reverse          gradient reversal (identity forward, -coeff * grad backward)
   topt_scores           sum of the top-T bilinear similarities of each source row to a target batch
   topt_attention        softmax over the source batch of the top-T scores (paper 3.4)
+  topk_similarity       streaming top-k of query @ weight @ bank.T per query row (values, indices)
 
 ``reference`` holds the pure-PyTorch oracle of every op, ``nn`` the modules,
 ``available_backends()`` what runs here and ``build_info()`` how the extension was built.
@@ -18,11 +19,12 @@ from webda_kernels import reference
 from webda_kernels._build import build_info
 from webda_kernels._dispatch import machine_backends
 from webda_kernels.grad_reverse import SPEC as _GRAD_REVERSE_SPEC, grad_reverse
+from webda_kernels.topk_similarity import SPEC as _TOPK_SIMILARITY_SPEC, topk_similarity
 from webda_kernels.topt_attention import SPEC as _TOPT_ATTENTION_SPEC, topt_attention, topt_scores
 
 __version__ = "0.1.0"
 
-_SPECS = [_GRAD_REVERSE_SPEC, _TOPT_ATTENTION_SPEC]
+_SPECS = [_GRAD_REVERSE_SPEC, _TOPT_ATTENTION_SPEC, _TOPK_SIMILARITY_SPEC]
 
 
 def available_backends() -> Dict[str, List[str]]:
@@ -30,4 +32,4 @@ def available_backends() -> Dict[str, List[str]]:
     return {spec.name: machine_backends(spec) for spec in _SPECS}
 
 
-__all__ = ["available_backends", "build_info", "grad_reverse", "reference", "topt_attention", "topt_scores"]
+__all__ = ["available_backends", "build_info", "grad_reverse", "reference", "topk_similarity", "topt_attention", "topt_scores"]

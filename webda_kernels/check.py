@@ -70,9 +70,33 @@ def _topt_attention_case(backend: str, device: torch.device, dtype: torch.dtype,
     return results
 
 
+def _topk_similarity_case(backend: str, device: torch.device, dtype: torch.dtype, quick: bool) -> List[Result]:
+    # Values against the oracle, and the float64 similarities at the returned indices (is
+    # what was picked really among the k largest?). The bank spans several CPU tiles.
+    n_query, n_bank, dim, k = (5, 67, 33, 7) if quick else (33, 1027, 257, 29)
+    query64 = torch.randn(dim, n_query, dtype=torch.float64, device=device).T  # transposed
+    bank64 = torch.randn(n_bank, 2 * dim, dtype=torch.float64, device=device)[:, ::2]  # sliced
+    weight64 = torch.randn(dim, dim, dtype=torch.float64, device=device) / dim**0.5
+    sim64 = query64 @ weight64 @ bank64.T
+
+    def run(fn, dt):
+        with torch.no_grad():
+            return fn(query64.to(dt), bank64.to(dt), k, weight64.to(dt))
+
+    values, indices = run(lambda q, b, kk, w: wk.topk_similarity(q, b, kk, w, backend=backend), dtype)
+    same_values, same_indices = run(wk.reference.topk_similarity, dtype)
+    ref_values, _ = run(wk.reference.topk_similarity, torch.float64)
+    return [
+        ("values", "output", values, same_values, ref_values),
+        ("picked sims", "output", sim64.gather(1, indices).to(dtype), sim64.gather(1, same_indices).to(dtype),
+         ref_values),
+    ]
+
+
 CASES: Dict[str, Case] = {
     "grad_reverse": _grad_reverse_case,
     "topt_attention": _topt_attention_case,
+    "topk_similarity": _topk_similarity_case,
 }
 
 

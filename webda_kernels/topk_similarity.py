@@ -1,0 +1,189 @@
+"""Streaming top-k similarity search: the k largest ``query @ weight @ bank.T`` per query row.
+
+Used to remove web items that duplicate target items (cosine similarity above a threshold,
+k = 1) over banks of up to millions of rows, and by ``topt_attention`` for large banks.
+
+Layers, top to bottom: the streaming top-k of each backend (reference, C++ CPU, Triton,
+CUDA) behind ``streaming_topk``, the ``webda::topk_similarity`` custom op with its fake, and
+the public ``topk_similarity``. The op is not differentiable.
+
+Rank order everywhere is that of the reference (a stable descending ``torch.sort``): NaN
+above everything, then larger values, then the lower bank index among equal values
+(-0.0 and 0.0 are equal). The fast backends never hold the (Nq, Nb) matrix:
+
+- ``cpu``: torch.mm computes one (rows, tile) block of similarities at a time into a reused
+  buffer (about 4 MB) and the C++ kernel folds it into each row's running top-k;
+- ``triton`` / ``cuda``: one kernel computes similarity tiles in registers / shared memory
+  and keeps a running top-k per row and bank chunk as packed 64-bit keys (see
+  ``pack_keys``); the (Nq, chunks * k) partial keys are merged by ``torch.topk`` and decoded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Tuple
+
+import torch
+
+from webda_kernels import _dispatch, _extension, _validate, reference
+
+_GPU_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
+
+SPEC = _dispatch.OpSpec(
+    name="topk_similarity",
+    dtypes={"cpu": _dispatch.FLOATING},
+    auto={"cpu": ("cpu",)},  # cuda/triton await a GPU benchmark before auto may pick them
+)
+# ``auto`` keeps the reference below this many similarities (Nq * Nb), where the tiled path's
+# fixed costs outweigh what streaming saves (benchmarks/bench_topk_similarity.py).
+CPU_MIN_PAIRS = 1 << 14
+_SMALL_SPEC = dataclasses.replace(SPEC, auto={})
+
+# Elements of the CPU backend's similarity buffer (float32: 4 MB) and its most query rows.
+_CPU_BUFFER_ELEMENTS = 1 << 20
+_CPU_MAX_ROWS = 1024
+# The GPU kernels keep k (rounded up to a power of two) keys per row on chip.
+GPU_MAX_K = 256
+# Bank indices travel in 32 bits of a packed key.
+GPU_MAX_BANK = 2**31 - 1
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _streaming_reference(query: torch.Tensor, bank: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    return reference.topk_similarity(query, bank, k)
+
+
+def _streaming_cpu(query: torch.Tensor, bank: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    acc = _acc_dtype(query.dtype)
+    n_query, n_bank = query.shape[0], bank.shape[0]
+    module = _extension.load("cpu")
+    code = _extension.DTYPE_CODES[acc]
+    query = query.to(acc)
+    values = query.new_empty((n_query, k))
+    indices = query.new_empty((n_query, k), dtype=torch.int64)
+    rows = min(n_query, _CPU_MAX_ROWS)
+    cols = min(n_bank, max(_CPU_BUFFER_ELEMENTS // rows, 1))
+    buffer = query.new_empty(rows * cols)
+    for r0 in range(0, n_query, rows):
+        r1 = min(r0 + rows, n_query)
+        block_values, block_indices = values[r0:r1], indices[r0:r1]
+        for c0 in range(0, n_bank, cols):
+            c1 = min(c0 + cols, n_bank)
+            scores = buffer[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)
+            torch.mm(query[r0:r1], bank[c0:c1].to(acc).T, out=scores)
+            module.topk_similarity_update(scores.data_ptr(), r1 - r0, c1 - c0, c0, block_values.data_ptr(),
+                                          block_indices.data_ptr(), k, code)
+        module.topk_similarity_finalize(block_values.data_ptr(), block_indices.data_ptr(), r1 - r0, k, code)
+    return values.to(bank.dtype), indices
+
+
+_STREAMING = {
+    "reference": _streaming_reference,
+    "cpu": _streaming_cpu,
+}
+
+
+def streaming_topk(query: torch.Tensor, bank: torch.Tensor, k: int, backend: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Values (Nq, k) and int64 indices (Nq, k) of the k largest ``query @ bank.T`` per row.
+
+    Internal entry point shared with ``topt_attention``: no validation, no autograd.
+    ``query`` (Nq, D) and ``bank`` (Nb, D) have one floating dtype and device and any
+    strides; 1 <= k <= Nb; ``backend`` is a concrete backend name that serves them
+    ("reference", "cpu", "triton" or "cuda"; the GPU ones need k <= GPU_MAX_K).
+    Rows are sorted in the reference's rank order (module docstring); values have the
+    inputs' dtype, computed in float32 (float64 for float64).
+    """
+    if query.shape[0] == 0:
+        return query.new_empty((0, k)), query.new_empty((0, k), dtype=torch.int64)
+    return _STREAMING[backend](query, bank, k)
+
+
+@torch.library.custom_op("webda::topk_similarity", mutates_args=())
+def topk_similarity_op(
+    query: torch.Tensor, bank: torch.Tensor, k: int, weight: Optional[torch.Tensor], backend: str
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(values, indices)`` of the public op; inputs already validated."""
+    projected = query if weight is None else query @ weight
+    return streaming_topk(projected, bank, k, backend)
+
+
+@topk_similarity_op.register_fake
+def _(query, bank, k, weight, backend):
+    return query.new_empty((query.shape[0], k)), query.new_empty((query.shape[0], k), dtype=torch.int64)
+
+
+def _check_inputs(query, bank, k, weight) -> None:
+    op = "topk_similarity"
+    _validate.floating_tensor(op, "query", query, ndim=2)
+    _validate.floating_tensor(op, "bank", bank, ndim=2)
+    if weight is not None:
+        _validate.floating_tensor(op, "weight", weight, ndim=2)
+    _validate.same_device_and_dtype(op, "query", query, bank=bank, weight=weight)
+    dim = query.shape[1]
+    if bank.shape[1] != dim:
+        raise ValueError(f"{op}: bank has {bank.shape[1]} features per row but query has {dim}; they must match")
+    if weight is not None and tuple(weight.shape) != (dim, dim):
+        raise ValueError(f"{op}: weight must have shape ({dim}, {dim}) for {dim}-feature rows, got {tuple(weight.shape)}")
+    if bank.shape[0] == 0:
+        raise ValueError(f"{op}: bank is empty (shape {tuple(bank.shape)}); it needs at least k rows")
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"{op}: k must be an int, got {type(k).__name__}")
+    if not 1 <= k <= bank.shape[0]:
+        raise ValueError(f"{op}: k must be in [1, {bank.shape[0]}] (the bank's rows), got {k}")
+    if torch.is_grad_enabled():
+        for name, t in (("query", query), ("bank", bank), ("weight", weight)):
+            if t is not None and t.requires_grad:
+                raise ValueError(
+                    f"{op} is not differentiable, but {name} requires grad; call it under torch.no_grad() "
+                    f"or pass {name}.detach()"
+                )
+
+
+def topk_similarity(
+    query: torch.Tensor,
+    bank: torch.Tensor,
+    k: int,
+    weight: Optional[torch.Tensor] = None,
+    backend: str = "auto",
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The k largest bilinear similarities ``query @ weight @ bank.T`` of each query row.
+
+    Not differentiable: inputs that require grad are refused unless gradients are disabled
+    (``torch.no_grad()``). The fast backends stream over the bank and never hold the
+    (Nq, Nb) similarity matrix: extra memory is O(Nq * k) plus one tile.
+
+    Args:
+        query: (Nq, D) floating tensor, any strides.
+        bank: (Nb, D), Nb >= 1, same dtype and device as ``query``.
+        k: how many per row, 1 <= k <= Nb.
+        weight: (D, D) bilinear weight, or None for the identity (plain dot products).
+        backend: "auto", "reference", "cpu", "triton" or "cuda" (see ``available_backends()``).
+            ``auto`` picks "cpu" for CPU tensors from Nq * Nb >= CPU_MIN_PAIRS on, else the
+            reference. "triton" and "cuda" serve float32/float16/bfloat16 with k <= GPU_MAX_K
+            and Nb <= GPU_MAX_BANK; "cpu" serves every floating dtype (half types computed
+            in float32).
+
+    Returns:
+        ``(values, indices)``: values (Nq, k) in the inputs' dtype and int64 indices (Nq, k)
+        into ``bank``, each row sorted by descending similarity, equal values by ascending
+        index; NaN similarities rank above everything (as in ``torch.sort``). Similarities
+        are accumulated in float32 (float64 for float64 inputs).
+
+    Raises:
+        TypeError: a non-tensor or non-floating input, mixed dtypes, or a non-int ``k``.
+        ValueError: wrong ranks, mismatched D, a ``weight`` that is not (D, D), an empty
+            bank, ``k`` outside [1, Nb], mixed devices, an input that requires grad while
+            gradients are enabled, or a ``backend`` that cannot serve the inputs.
+    """
+    _check_inputs(query, bank, k, weight)
+    spec = SPEC if query.shape[0] * bank.shape[0] >= CPU_MIN_PAIRS else _SMALL_SPEC
+    resolved = _dispatch.resolve(spec, backend, query.device, query.dtype)
+    if resolved in ("triton", "cuda") and (k > GPU_MAX_K or bank.shape[0] > GPU_MAX_BANK):
+        raise ValueError(
+            f"topk_similarity: backend {resolved!r} serves k <= {GPU_MAX_K} and Nb <= {GPU_MAX_BANK}, "
+            f"got k={k}, Nb={bank.shape[0]}; use backend='cpu' or 'reference'"
+        )
+    return topk_similarity_op(query, bank, k, weight, resolved)
