@@ -37,7 +37,12 @@ ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 1 << 16)
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        return f"{model} ({os.cpu_count()} cores)"
+    except (OSError, StopIteration):
+        return platform.machine()
 
 
 def _git_commit() -> str:
