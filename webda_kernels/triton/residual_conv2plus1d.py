@@ -22,6 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
+from webda_kernels._dispatch import triton_interpreted
 from webda_kernels.triton.cast import cast_rne
 
 BLOCK_M = 64
@@ -41,11 +42,21 @@ def _load_rows(src_ptr, mask_ptr, rows, chans, row_ok, C, RELU_MASK: tl.constexp
 
 
 @triton.jit
+def _dot(a, b, acc, INTERPRETED: tl.constexpr):
+    """``acc + a @ b`` in float32 with IEEE products. Triton's interpreter multiplies bfloat16
+    operands as their integer bit patterns, so there the operands go to float32 first (exact)."""
+    if INTERPRETED:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision="ieee")
+
+
+@triton.jit
 def _temporal_conv_kernel(
     src_ptr, mask_ptr, w_ptr, bias_ptr, out_ptr, grad_bias_ptr,
     M, C, T, HW, KT, w_stride_k, w_stride_n,
     FLIP: tl.constexpr, RELU_MASK: tl.constexpr, RELU_OUT: tl.constexpr,
-    HAS_BIAS: tl.constexpr, GRAD_BIAS: tl.constexpr,
+    HAS_BIAS: tl.constexpr, GRAD_BIAS: tl.constexpr, INTERPRETED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """out[r, n] = a[r, n] + sum_{j, k} a[r + d_j HW, k] w[k * w_stride_k + n * w_stride_n + j] (+ bias[n]),
@@ -70,7 +81,7 @@ def _temporal_conv_kernel(
             a = _load_rows(src_ptr, mask_ptr, src_rows, ks, src_ok, C, RELU_MASK)
             w_offs = ks[:, None] * w_stride_k + cols[None, :] * w_stride_n + j
             b = tl.load(w_ptr + w_offs, mask=(ks[:, None] < C) & (cols[None, :] < C), other=0.0)
-            acc = tl.dot(a, b, acc, input_precision="ieee")
+            acc = _dot(a, b, acc, INTERPRETED)
     residual = _load_rows(src_ptr, mask_ptr, rows, cols, row_ok, C, RELU_MASK).to(tl.float32)
     out = acc + residual
     if HAS_BIAS:
@@ -87,7 +98,7 @@ def _temporal_conv_kernel(
 def _temporal_weight_grad_kernel(
     grad_y_ptr, y_ptr, z_ptr, grad_w_ptr,
     M, C, T, HW, KT, rows_per_split,
-    RELU_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+    RELU_MASK: tl.constexpr, INTERPRETED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """grad_w[c, c', j] += sum over this program's rows of g[r, c] z[r + (j - p) HW, c'] (float32
     atomics). Grid: (row splits, C blocks of c, C blocks of c' times kt)."""
@@ -105,7 +116,7 @@ def _temporal_weight_grad_kernel(
         g = _load_rows(grad_y_ptr, y_ptr, rows, cs, row_ok, C, RELU_MASK)
         z_ok = row_ok & (t + shift >= 0) & (t + shift < T)
         zs = _load_rows(z_ptr, z_ptr, rows + shift * HW, cps, z_ok, C, False)
-        acc = tl.dot(tl.trans(g), zs, acc, input_precision="ieee")
+        acc = _dot(tl.trans(g), zs, acc, INTERPRETED)
     offs = cs[:, None] * (C * KT) + cps[None, :] * KT + j
     tl.atomic_add(grad_w_ptr + offs, acc, mask=(cs[:, None] < C) & (cps[None, :] < C))
 
@@ -139,7 +150,7 @@ def _temporal_conv(
         out if grad_bias is None else grad_bias,
         m, c, t, hw, kt, w_stride_k, w_stride_n,
         FLIP=flip, RELU_MASK=mask is not None, RELU_OUT=relu_out,
-        HAS_BIAS=bias is not None, GRAD_BIAS=grad_bias is not None,
+        HAS_BIAS=bias is not None, GRAD_BIAS=grad_bias is not None, INTERPRETED=triton_interpreted(),
         BLOCK_M=BLOCK_M, BLOCK_N=block_n, BLOCK_K=block_k,
     )
     return out
@@ -160,7 +171,7 @@ def _weight_grad(grad_y: torch.Tensor, y: Optional[torch.Tensor], z: torch.Tenso
     _temporal_weight_grad_kernel[grid](
         grad_y, grad_y if y is None else y, z, grad_w,
         m, c, t, hw, kt, rows_per_split,
-        RELU_MASK=y is not None, BLOCK_M=BLOCK_M, BLOCK_C=block_c,
+        RELU_MASK=y is not None, INTERPRETED=triton_interpreted(), BLOCK_M=BLOCK_M, BLOCK_C=block_c,
     )
     return grad_w
 
