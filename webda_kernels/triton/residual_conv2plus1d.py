@@ -26,6 +26,8 @@ from webda_kernels._dispatch import triton_interpreted
 from webda_kernels.triton.cast import cast_rne
 
 BLOCK_M = 64
+# Programs of the weight-gradient reduction (row splits x weight tiles): a few waves on any GPU.
+WEIGHT_GRAD_PROGRAMS = 512
 
 
 @triton.jit
@@ -164,8 +166,8 @@ def _weight_grad(grad_y: torch.Tensor, y: Optional[torch.Tensor], z: torch.Tenso
         return grad_w
     block_c = _channel_block(c, 64)
     tiles = triton.cdiv(c, block_c) ** 2 * kt
-    # About 512 programs in all (a few waves on any GPU), each with whole BLOCK_M row tiles.
-    splits = max(1, min(triton.cdiv(m, BLOCK_M), triton.cdiv(512, tiles)))
+    # About WEIGHT_GRAD_PROGRAMS programs in all, each summing whole BLOCK_M row tiles.
+    splits = max(1, min(triton.cdiv(m, BLOCK_M), triton.cdiv(WEIGHT_GRAD_PROGRAMS, tiles)))
     rows_per_split = triton.cdiv(triton.cdiv(m, splits), BLOCK_M) * BLOCK_M
     grid = (triton.cdiv(m, rows_per_split), triton.cdiv(c, block_c), triton.cdiv(c, block_c) * kt)
     _temporal_weight_grad_kernel[grid](
