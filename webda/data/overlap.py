@@ -88,8 +88,7 @@ def embed_images(
 
 def _nearest(query: torch.Tensor, bank: torch.Tensor):
     """(similarity, bank index) of each query row's most similar bank row."""
-    topk_similarity = getattr(wk, "topk_similarity", wk.reference.topk_similarity)  # public op once it lands
-    values, indices = topk_similarity(query.nan_to_num(0.0), bank, 1)
+    values, indices = wk.topk_similarity(query.nan_to_num(0.0), bank, 1)
     return values[:, 0], indices[:, 0]
 
 
