@@ -136,6 +136,21 @@ template <typename T> struct TileOf { using type = FmaTile<T>; };
 template <> struct TileOf<__half> { using type = WmmaTile<__half>; };
 template <> struct TileOf<__nv_bfloat16> { using type = WmmaTile<__nv_bfloat16>; };
 
+// Multiplies the operand tiles every thread has just written, then frees them for the next chunk.
+template <typename Tile, typename T> __device__ void multiply_loaded(Tile& tile, const T* a, const T* b) {
+  __syncthreads();
+  tile.multiply(a, b);
+  __syncthreads();
+}
+
+// The accumulators as c[kBM][kLdB] in shared memory (over the operand tiles), for the epilogue.
+template <typename T, typename Tile> __device__ acc_t<T>* stage_accumulators(const Tile& tile, unsigned char* smem) {
+  acc_t<T>* c = reinterpret_cast<acc_t<T>*>(smem);
+  tile.store(c);
+  __syncthreads();
+  return c;
+}
+
 // out = a + sum_j shift_j(a) B_j (+ bias), relu'd if relu_out, where a = src masked by
 // mask > 0 (mask may be null), shift_j = j - p (p - j if flip) frames, and B_j[k][n] =
 // w[k * w_stride_k + n * w_stride_n + j]. grad_bias (may be null) += column sums of a.
@@ -161,14 +176,10 @@ temporal_conv_kernel(const T* __restrict__ src, const T* __restrict__ mask, cons
         b[(e / kBN) * kLdB + e % kBN] =
             (k < s.c && n < s.c) ? w[k * w_stride_k + n * w_stride_n + j] : from_acc<T>(acc_t<T>(0));
       }
-      __syncthreads();
-      tile.multiply(a, b);
-      __syncthreads();
+      multiply_loaded(tile, a, b);
     }
   }
-  acc_t<T>* c = reinterpret_cast<acc_t<T>*>(smem);
-  tile.store(c);
-  __syncthreads();
+  const acc_t<T>* c = stage_accumulators<T>(tile, smem);
 
   // Epilogue: thread -> one column, every (kThreads / kBN)-th row of the tile.
   const int n = threadIdx.x % kBN;
@@ -208,13 +219,9 @@ temporal_weight_grad_kernel(const T* __restrict__ grad_y, const T* __restrict__ 
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kBK) {
     load_activation_tile<T, kBK, kBM, false>(a, kLdA, grad_y, y, r0, row_end, c0, 0, s);
     load_activation_tile<T, kBK, kBN, false>(b, kLdB, z, nullptr, r0, row_end, cp0, j - s.kt / 2, s);
-    __syncthreads();
-    tile.multiply(a, b);
-    __syncthreads();
+    multiply_loaded(tile, a, b);
   }
-  acc_t<T>* c = reinterpret_cast<acc_t<T>*>(smem);
-  tile.store(c);
-  __syncthreads();
+  const acc_t<T>* c = stage_accumulators<T>(tile, smem);
   for (int e = threadIdx.x; e < kBM * kBN; e += kThreads) {
     const int64_t ch = c0 + e / kBN, chp = cp0 + e % kBN;
     if (ch < s.c && chp < s.c) atomicAdd(grad_w + (ch * s.c + chp) * s.kt + j, c[(e / kBN) * kLdB + e % kBN]);
