@@ -1,0 +1,371 @@
+"""Frozen-spatial + residual-temporal (2+1)D block (paper 3.6, Fig. 5b).
+
+``z = conv2d(x_t) + spatial_bias`` on every frame, ``y = act(z + conv_t(z) + temporal_bias)``
+with ``conv_t`` a (C, C, kt) convolution along T (zero padding kt // 2, stride 1).
+
+The spatial conv stays on the vendor library through torch (oneDNN / cuDNN on the N*T
+frames, channels-last). The temporal part runs fused on a backend, with z, y and their
+gradients as (N, C, T, H, W) tensors in ``torch.channels_last_3d`` memory format (rows of C
+contiguous channels), where the temporal conv is an (N*T*H*W, C*kt) x (C*kt, C) implicit GEMM.
+Every backend implements the pair in ``_TEMPORAL[backend]``:
+
+- ``forward(z, weight, bias, relu) -> y``: ``y = act(z + conv_t(z) + bias)``, channels_last_3d;
+- ``backward(grad_y, z, y, weight, relu, need_weight, need_bias) -> (grad_z, grad_weight,
+  grad_bias)``: with ``g = grad_y * (y > 0)`` under relu (else grad_y; y is None then),
+  ``grad_z = g + conv_t^T(g)``, ``grad_weight[c, c', j] = sum g[:, c, t] z[:, c', t + j - p]``,
+  ``grad_bias = sum g`` (both in weight's dtype, None unless asked).
+
+Layers, top to bottom: those backends (reference in torch, C++ CPU, CUDA; Triton in
+``webda_kernels/triton/residual_conv2plus1d.py``), the ``webda::residual_conv2plus1d`` custom
+op (returns y and z) with its fake and autograd, the ``webda::residual_conv2plus1d_temporal_backward``
+op, and the public ``residual_conv2plus1d``. Backward saves z, y (only under relu) and x
+(only when the spatial weight or bias needs a gradient); a frozen spatial conv costs one
+input-gradient convolution and never computes its weight gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from webda_kernels import _dispatch, _extension, _validate
+
+_HALF = frozenset({torch.float16, torch.bfloat16})
+_GPU_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
+
+SPEC = _dispatch.OpSpec(
+    name="residual_conv2plus1d",
+    # The CPU kernel computes in float32 / float64; float16 and bfloat16 are upcast around it.
+    dtypes={"cpu": _dispatch.FLOATING, "triton": _GPU_DTYPES, "cuda": _GPU_DTYPES},
+    auto={},
+)
+
+CL3D = torch.channels_last_3d
+
+
+# ----------------------------------------------------------------------------- backends
+def _temporal_forward_reference(z, weight, bias, relu):
+    kt = weight.shape[2]
+    y = z + F.conv3d(z, weight[:, :, :, None, None], bias, padding=(kt // 2, 0, 0))
+    if relu:
+        y = torch.relu_(y)
+    return y.contiguous(memory_format=CL3D)
+
+
+def _temporal_backward_reference(grad_y, z, y, weight, relu, need_weight, need_bias):
+    g = torch.where(y > 0, grad_y, 0.0) if relu else grad_y
+    c, kt = weight.shape[0], weight.shape[2]
+    grad_conv, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+        g, z, weight[:, :, :, None, None], [c] if need_bias else None, [1, 1, 1], [kt // 2, 0, 0], [1, 1, 1],
+        False, [0, 0, 0], 1, [True, need_weight, need_bias],
+    )
+    grad_z = (g + grad_conv).contiguous(memory_format=CL3D)
+    return grad_z, None if grad_weight is None else grad_weight[:, :, :, 0, 0], grad_bias
+
+
+def _pointer(t: Optional[torch.Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _temporal_forward_extension(part, z, weight, bias, relu):
+    n, c, t, h, w = z.shape
+    y = torch.empty_like(z, memory_format=CL3D)
+    stream = (z.device.index, _extension.cuda_stream(z)) if part == "cuda" else ()
+    _extension.load(part).residual_temporal_forward(
+        z.data_ptr(), weight.data_ptr(), _pointer(bias), y.data_ptr(),
+        n, c, t, h * w, weight.shape[2], relu, _extension.dtype_code(z), *stream,
+    )
+    return y
+
+
+def _temporal_backward_extension(part, grad_y, z, y, weight, relu, need_weight, need_bias):
+    n, c, t, h, w = z.shape
+    acc = torch.float64 if z.dtype == torch.float64 else torch.float32
+    grad_z = torch.empty_like(z, memory_format=CL3D)
+    grad_weight = torch.zeros(weight.shape, dtype=acc, device=z.device) if need_weight else None
+    grad_bias = torch.zeros((c,), dtype=acc, device=z.device) if need_bias else None
+    stream = (z.device.index, _extension.cuda_stream(z)) if part == "cuda" else ()
+    _extension.load(part).residual_temporal_backward(
+        grad_y.data_ptr(), z.data_ptr(), _pointer(y if relu else None), weight.data_ptr(), grad_z.data_ptr(),
+        _pointer(grad_weight), _pointer(grad_bias), n, c, t, h * w, weight.shape[2], relu,
+        _extension.dtype_code(z), *stream,
+    )
+    cast = lambda g: None if g is None else g.to(weight.dtype)  # noqa: E731
+    return grad_z, cast(grad_weight), cast(grad_bias)
+
+
+def _float(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None else t.float()
+
+
+def _temporal_forward_cpu(z, weight, bias, relu):
+    if z.dtype in _HALF:
+        return _temporal_forward_extension("cpu", z.float(), weight.float(), _float(bias), relu).to(z.dtype)
+    return _temporal_forward_extension("cpu", z, weight, bias, relu)
+
+
+def _temporal_backward_cpu(grad_y, z, y, weight, relu, need_weight, need_bias):
+    if z.dtype in _HALF:
+        grads = _temporal_backward_extension(
+            "cpu", grad_y.float(), z.float(), _float(y), weight.float(), relu, need_weight, need_bias
+        )
+        return tuple(None if g is None else g.to(z.dtype) for g in grads)
+    return _temporal_backward_extension("cpu", grad_y, z, y, weight, relu, need_weight, need_bias)
+
+
+def _temporal_forward_triton(z, weight, bias, relu):
+    from webda_kernels.triton.residual_conv2plus1d import temporal_forward
+
+    return temporal_forward(z, weight, bias, relu)
+
+
+def _temporal_backward_triton(grad_y, z, y, weight, relu, need_weight, need_bias):
+    from webda_kernels.triton.residual_conv2plus1d import temporal_backward
+
+    return temporal_backward(grad_y, z, y, weight, relu, need_weight, need_bias)
+
+
+_TEMPORAL = {
+    "reference": (_temporal_forward_reference, _temporal_backward_reference),
+    "cpu": (_temporal_forward_cpu, _temporal_backward_cpu),
+    "triton": (_temporal_forward_triton, _temporal_backward_triton),
+    "cuda": (
+        functools.partial(_temporal_forward_extension, "cuda"),
+        functools.partial(_temporal_backward_extension, "cuda"),
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- layout helpers
+def _channels_last(x: torch.Tensor) -> bool:
+    """Whether x is (a view into) channels_last_3d memory: not contiguous, C stride smallest."""
+    return not x.is_contiguous() and x.stride(1) < min(x.stride(2), x.stride(3), x.stride(4))
+
+
+def _output_format(x: torch.Tensor) -> torch.memory_format:
+    return CL3D if _channels_last(x) else torch.contiguous_format
+
+
+def _frames(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, T, H, W) -> (N*T, C, H, W) channels-last frames (one copy unless x is channels_last_3d)."""
+    n, c, t, h, w = x.shape
+    return x.contiguous(memory_format=CL3D).transpose(1, 2).reshape(n * t, c, h, w)
+
+
+def _unframe(frames: torch.Tensor, n: int, t: int) -> torch.Tensor:
+    """(N*T, C, H, W) channels-last frames -> (N, C, T, H, W) channels_last_3d."""
+    frames = frames.contiguous(memory_format=torch.channels_last)
+    return frames.reshape(n, t, *frames.shape[1:]).transpose(1, 2).contiguous(memory_format=CL3D)
+
+
+def _output_hw(x_shape: Sequence[int], kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]):
+    return tuple((x_shape[3 + i] + 2 * padding[i] - kernel[i]) // stride[i] + 1 for i in range(2))
+
+
+# ----------------------------------------------------------------------------- custom ops
+@torch.library.custom_op("webda::residual_conv2plus1d", mutates_args=())
+def residual_conv2plus1d_op(
+    x: torch.Tensor,
+    spatial_weight: torch.Tensor,
+    temporal_weight: torch.Tensor,
+    spatial_bias: Optional[torch.Tensor],
+    temporal_bias: Optional[torch.Tensor],
+    stride: List[int],
+    padding: List[int],
+    relu: bool,
+    backend: str,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(y, z)``: y in x's memory format, z (the spatial conv's output) channels_last_3d."""
+    n, t = x.shape[0], x.shape[2]
+    weight_cl = spatial_weight.contiguous(memory_format=torch.channels_last)
+    z = _unframe(F.conv2d(_frames(x), weight_cl, spatial_bias, stride, padding), n, t)
+    bias = None if temporal_bias is None else temporal_bias.contiguous()
+    y = _TEMPORAL[backend][0](z, temporal_weight.contiguous(), bias, relu)
+    return y.contiguous(memory_format=_output_format(x)), z
+
+
+@residual_conv2plus1d_op.register_fake
+def _(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias, stride, padding, relu, backend):
+    ho, wo = _output_hw(x.shape, spatial_weight.shape[2:], stride, padding)
+    shape = (x.shape[0], spatial_weight.shape[0], x.shape[2], ho, wo)
+    y = x.new_empty(shape, memory_format=_output_format(x))
+    return y, x.new_empty(shape, memory_format=CL3D)
+
+
+@torch.library.custom_op("webda::residual_conv2plus1d_temporal_backward", mutates_args=())
+def residual_conv2plus1d_temporal_backward(
+    grad_y: torch.Tensor,
+    z: torch.Tensor,
+    y: Optional[torch.Tensor],
+    temporal_weight: torch.Tensor,
+    relu: bool,
+    need_weight: bool,
+    need_bias: bool,
+    backend: str,
+) -> List[torch.Tensor]:
+    """``[grad_z]`` + ``[grad_temporal_weight]`` if need_weight + ``[grad_temporal_bias]`` if need_bias.
+
+    grad_y, z, y: (N, C, T, H, W) (y only under relu, else None); grad_z is channels_last_3d.
+    """
+    grad_y = grad_y.contiguous(memory_format=CL3D)
+    y = y.contiguous(memory_format=CL3D) if relu else None
+    grads = _TEMPORAL[backend][1](grad_y, z.contiguous(memory_format=CL3D), y, temporal_weight.contiguous(),
+                                  relu, need_weight, need_bias)
+    return [g for g in grads if g is not None]
+
+
+@residual_conv2plus1d_temporal_backward.register_fake
+def _(grad_y, z, y, temporal_weight, relu, need_weight, need_bias, backend):
+    grads = [z.new_empty(z.shape, memory_format=CL3D)]
+    if need_weight:
+        grads.append(temporal_weight.new_empty(temporal_weight.shape))
+    if need_bias:
+        grads.append(temporal_weight.new_empty(temporal_weight.shape[:1]))
+    return grads
+
+
+_X, _SPATIAL_WEIGHT, _TEMPORAL_WEIGHT, _SPATIAL_BIAS, _TEMPORAL_BIAS = range(5)
+
+
+def _setup_context(ctx, inputs, output):
+    x, spatial_weight, temporal_weight, spatial_bias, temporal_bias, stride, padding, relu, backend = inputs
+    y, z = output
+    needs = ctx.needs_input_grad
+    ctx.save_for_backward(x if needs[_SPATIAL_WEIGHT] else None, spatial_weight, temporal_weight, z,
+                          y if relu else None)
+    ctx.mark_non_differentiable(z)
+    ctx.set_materialize_grads(False)
+    ctx.x_shape = tuple(x.shape)
+    ctx.x_format = _output_format(x)
+    ctx.stride, ctx.padding, ctx.relu, ctx.backend = stride, padding, relu, backend
+    ctx.need_spatial = needs[_X] or needs[_SPATIAL_WEIGHT] or needs[_SPATIAL_BIAS]
+
+
+def _backward(ctx, grad_y, grad_z_unused):
+    if grad_y is None:  # grads are not materialised: no gradient reached y
+        return (None,) * 9
+    x, spatial_weight, temporal_weight, z, y = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    grads = residual_conv2plus1d_temporal_backward(
+        grad_y, z, y, temporal_weight, ctx.relu, needs[_TEMPORAL_WEIGHT], needs[_TEMPORAL_BIAS], ctx.backend
+    )
+    grad_z = grads.pop(0)
+    grad_temporal_weight = grads.pop(0) if needs[_TEMPORAL_WEIGHT] else None
+    grad_temporal_bias = grads.pop(0) if needs[_TEMPORAL_BIAS] else None
+    grad_x = grad_spatial_weight = grad_spatial_bias = None
+    if ctx.need_spatial:
+        n, cin, t, h, w = ctx.x_shape
+        grad_frames = _frames(grad_z)
+        # Without x (frozen spatial weight) the input only gives its shape, as in
+        # torch.nn.grad.conv2d_input; a channels-last weight keeps oneDNN/cuDNN channels-last.
+        frames = _frames(x) if x is not None else grad_frames.new_empty(1).expand(n * t, cin, h, w)
+        weight_cl = spatial_weight.contiguous(memory_format=torch.channels_last)
+        grad_frames_x, grad_spatial_weight, grad_spatial_bias = torch.ops.aten.convolution_backward(
+            grad_frames, frames, weight_cl, [spatial_weight.shape[0]] if needs[_SPATIAL_BIAS] else None,
+            ctx.stride, ctx.padding, [1, 1], False, [0, 0], 1,
+            [needs[_X], needs[_SPATIAL_WEIGHT], needs[_SPATIAL_BIAS]],
+        )
+        if grad_frames_x is not None:
+            grad_x = _unframe(grad_frames_x, n, t).contiguous(memory_format=ctx.x_format)
+        if grad_spatial_weight is not None:
+            grad_spatial_weight = grad_spatial_weight.contiguous()
+    return (grad_x, grad_spatial_weight, grad_temporal_weight, grad_spatial_bias, grad_temporal_bias,
+            None, None, None, None)
+
+
+residual_conv2plus1d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- public API
+def _pair(op: str, name: str, value, minimum: int) -> List[int]:
+    """An int or a pair of ints, each >= minimum, as a list of two ints."""
+    values = list(value) if isinstance(value, (tuple, list)) else [value]
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(values) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    return values
+
+
+def _check_shapes(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias, stride, padding) -> None:
+    op = "residual_conv2plus1d"
+    c, cin = spatial_weight.shape[:2]
+    if x.shape[1] != cin:
+        raise ValueError(f"{op}: x has {x.shape[1]} channels but spatial_weight {tuple(spatial_weight.shape)} "
+                         f"expects {cin} (spatial_weight is (C, Cin, kh, kw))")
+    if c == 0 or cin == 0:
+        raise ValueError(f"{op}: spatial_weight must have at least one input and output channel, "
+                         f"got {tuple(spatial_weight.shape)}")
+    if temporal_weight.shape[:2] != (c, c):
+        raise ValueError(f"{op}: temporal_weight must be ({c}, {c}, kt) to follow spatial_weight "
+                         f"{tuple(spatial_weight.shape)}, got {tuple(temporal_weight.shape)}")
+    if temporal_weight.shape[2] % 2 == 0:
+        raise ValueError(f"{op}: temporal_weight's kt must be odd (zero padding kt // 2 keeps T), "
+                         f"got kt={temporal_weight.shape[2]}")
+    for name, bias in (("spatial_bias", spatial_bias), ("temporal_bias", temporal_bias)):
+        if bias is not None and tuple(bias.shape) != (c,):
+            raise ValueError(f"{op}: {name} must have shape ({c},), got {tuple(bias.shape)}")
+    for i, axis in enumerate("HW"):
+        kernel = spatial_weight.shape[2 + i]
+        if kernel == 0 or x.shape[3 + i] + 2 * padding[i] < kernel:
+            raise ValueError(f"{op}: the spatial output would be empty along {axis}: size {x.shape[3 + i]} "
+                             f"with padding {padding[i]} is smaller than the kernel ({kernel})")
+
+
+def residual_conv2plus1d(
+    x: torch.Tensor,
+    spatial_weight: torch.Tensor,
+    temporal_weight: torch.Tensor,
+    spatial_bias: Optional[torch.Tensor] = None,
+    temporal_bias: Optional[torch.Tensor] = None,
+    stride: Union[int, Tuple[int, int]] = 1,
+    padding: Union[int, Tuple[int, int]] = 0,
+    activation: Optional[str] = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Frozen-spatial + residual-temporal (2+1)D block.
+
+    Args:
+        x: (N, Cin, T, H, W), contiguous or channels_last_3d (any strides are accepted).
+        spatial_weight: (C, Cin, kh, kw), a 2D conv weight applied to every frame.
+        temporal_weight: (C, C, kt), kt odd, applied along T with zero padding kt // 2, stride 1.
+        spatial_bias, temporal_bias: (C,) or None.
+        stride, padding: of the spatial conv, an int or a pair (>= 1 and >= 0).
+        activation: None or "relu".
+        backend: "auto", "reference", "cpu", "triton" or "cuda" (see ``available_backends()``).
+
+    Returns:
+        y (N, C, T, Ho, Wo) with ``z = conv2d(x_t, spatial_weight, spatial_bias)`` per frame and
+        ``y = activation(z + conv_t(z) + temporal_bias)``, in x's memory format (channels_last_3d
+        if x is, else contiguous). Gradients flow to x, the temporal weight and bias, and to the
+        spatial weight and bias only if they require grad (a frozen spatial conv never computes
+        its weight gradient).
+
+    Raises:
+        TypeError: a non-tensor or non-floating input, mixed dtypes, a non-int stride/padding.
+        ValueError: wrong ranks or sizes, even kt, stride < 1, padding < 0, an empty spatial
+            output, mixed devices, an unknown activation, or a backend that cannot serve x.
+    """
+    op = "residual_conv2plus1d"
+    _validate.floating_tensor(op, "x", x, ndim=5)
+    _validate.floating_tensor(op, "spatial_weight", spatial_weight, ndim=4)
+    _validate.floating_tensor(op, "temporal_weight", temporal_weight, ndim=3)
+    for name, bias in (("spatial_bias", spatial_bias), ("temporal_bias", temporal_bias)):
+        if bias is not None:
+            _validate.floating_tensor(op, name, bias, ndim=1)
+    _validate.same_device_and_dtype(op, "x", x, spatial_weight=spatial_weight, temporal_weight=temporal_weight,
+                                    spatial_bias=spatial_bias, temporal_bias=temporal_bias)
+    stride_pair = _pair(op, "stride", stride, 1)
+    padding_pair = _pair(op, "padding", padding, 0)
+    if activation not in (None, "relu"):
+        raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
+    _check_shapes(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias, stride_pair, padding_pair)
+    resolved = _dispatch.resolve(SPEC, backend, x.device, x.dtype)
+    y, _ = residual_conv2plus1d_op(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias,
+                                   stride_pair, padding_pair, activation == "relu", resolved)
+    return y
