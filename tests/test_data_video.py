@@ -107,3 +107,23 @@ def test_data_clip_dataset_with_workers(tiny_dataset):
     training = ClipDataset(videos, TrainTransform(40, flip=False), spec, train=True)
     clip, label, index = training[3]
     assert clip.shape == (3, 12, 40, 40) and label == videos[3].label and index == 3
+
+
+def test_data_train_chunks_stay_inside_one_shot(tiny_prepared, tiny_card):
+    spliced = {i["path"] for i in tiny_card["items"] if i["noise"] == "spliced"}
+    videos = [v for v in tiny_prepared.web_videos
+              if v.path.relative_to(tiny_prepared.layout.root).as_posix() in spliced]
+    dataset = ClipDataset(videos, TrainTransform(32, flip=False), ChunkSpec(24, 2), shots=tiny_prepared.keyframes)
+    torch.manual_seed(0)
+    for video in videos:
+        shots = tiny_prepared.keyframes.shots(video.path)
+        assert len(shots) >= 2
+        seen = set()
+        for _ in range(40):
+            indices = dataset.random_chunk(video)
+            inside = [s for s in shots if s.start <= indices.min() and indices.max() < s.end]
+            assert len(inside) == 1 and len(indices) == 12
+            seen.add(inside[0])
+        assert len(seen) >= 2  # every shot can be drawn
+    clip, label, index = dataset[0]
+    assert clip.shape == (3, 12, 32, 32) and label == videos[0].label

@@ -9,7 +9,7 @@ Typical use::
     images = ImageDataset(data.web_images, TrainTransform(56))
     frames = ImageDataset(data.web_frames(), TrainTransform(56))
     target = ImageDataset(data.target_frames(), TrainTransform(56))
-    clips = ClipDataset(data.web_videos, TrainTransform(56, flip=False))
+    clips = ClipDataset(data.web_videos, TrainTransform(56, flip=False), shots=data.keyframes)
     test = ClipDataset(data.eval_videos(), EvalTransform(56), train=False)
 """
 

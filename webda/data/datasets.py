@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Callable, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from webda.data.clips import ChunkSpec
 from webda.data.images import load_image
 from webda.data.layout import Item, VideoItem
+from webda.data.shots import KeyframeIndex, Shot
 from webda.data.skips import CorruptFileError, SkipLog
 from webda.data.video import read_frames
 
@@ -57,7 +59,10 @@ class ImageDataset(_SkippingDataset):
 class ClipDataset(_SkippingDataset):
     """Video chunks -> (clip float (3, T, S, S), label, video index).
 
-    ``train=True``: one sample per video, a chunk at a random start (fresh each time).
+    ``train=True``: one sample per video, a chunk at a random start (fresh each time). With
+    ``shots`` (a :class:`~webda.data.shots.KeyframeIndex` covering the videos) the chunk lies
+    inside one shot, picked with probability proportional to its length, as the paper cuts
+    chunks from Hecate's shots; a shot shorter than a chunk is looped.
     ``train=False``: every video contributes the evenly spaced chunks of
     :meth:`ChunkSpec.eval_starts`; average the predictions of samples with equal video index.
     ``short_side`` resizes frames while decoding (None keeps the native size).
@@ -71,12 +76,13 @@ class ClipDataset(_SkippingDataset):
         train: bool = True,
         chunks_per_video: Optional[int] = None,
         short_side: Optional[int] = None,
+        shots: Optional[KeyframeIndex] = None,
     ):
         super().__init__()
         if not videos:
             raise ValueError("ClipDataset needs at least one video")
         self.items, self.transform, self.chunk = list(videos), transform, chunk
-        self.train, self.short_side = train, short_side
+        self.train, self.short_side, self.shots = train, short_side, shots
         self.samples: List[Tuple[int, Optional[int]]] = (
             [(v, None) for v in range(len(self.items))]
             if train
@@ -90,12 +96,23 @@ class ClipDataset(_SkippingDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def random_chunk(self, video: VideoItem) -> np.ndarray:
+        """Frame indices of a random chunk of ``video``, inside one shot when shots are known."""
+        shots = self.shots.shots(video.path) if self.shots is not None else []
+        shot = Shot(0, video.info.num_frames)
+        if shots:
+            lengths = torch.tensor([s.end - s.start for s in shots], dtype=torch.float)
+            shot = shots[int(torch.multinomial(lengths, 1))]
+        length = shot.end - shot.start
+        return shot.start + self.chunk.indices(self.chunk.random_start(length), length)
+
     def _load(self, video_index: int, start: Optional[int]) -> torch.Tensor:
         video = self.items[video_index]
-        num_frames = video.info.num_frames
-        start = self.chunk.random_start(num_frames) if start is None else start
-        frames = read_frames(video.path, self.chunk.indices(start, num_frames), self.short_side)
-        return self.transform(frames)
+        if start is None:
+            indices = self.random_chunk(video)
+        else:
+            indices = self.chunk.indices(start, video.info.num_frames)
+        return self.transform(read_frames(video.path, indices, self.short_side))
 
     def __getitem__(self, index: int):
         video_index, start = self.samples[index]
