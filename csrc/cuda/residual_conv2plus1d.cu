@@ -165,16 +165,18 @@ temporal_conv_kernel(const T* __restrict__ src, const T* __restrict__ mask, cons
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBM;
   const int64_t col0 = static_cast<int64_t>(blockIdx.y) * kBN;
   const int pad = s.kt / 2;
+  const bool k_fastest = w_stride_k < w_stride_n;
 
   typename TileOf<T>::type tile;
   for (int j = 0; j < s.kt; ++j) {
     const int shift = flip ? pad - j : j - pad;
     for (int64_t k0 = 0; k0 < s.c; k0 += kBK) {
       load_activation_tile<T, kBM, kBK, true>(a, kLdA, src, mask, row0, s.m, k0, shift, s);
+      // Consecutive threads walk the weight's shorter stride (kt), so their reads share sectors.
       for (int e = threadIdx.x; e < kBK * kBN; e += kThreads) {
-        const int64_t k = k0 + e / kBN, n = col0 + e % kBN;
-        b[(e / kBN) * kLdB + e % kBN] =
-            (k < s.c && n < s.c) ? w[k * w_stride_k + n * w_stride_n + j] : from_acc<T>(acc_t<T>(0));
+        const int kk = k_fastest ? e % kBK : e / kBN, nn = k_fastest ? e / kBK : e % kBN;
+        const int64_t k = k0 + kk, n = col0 + nn;
+        b[kk * kLdB + nn] = (k < s.c && n < s.c) ? w[k * w_stride_k + n * w_stride_n + j] : from_acc<T>(acc_t<T>(0));
       }
       multiply_loaded(tile, a, b);
     }

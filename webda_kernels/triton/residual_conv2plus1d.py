@@ -55,16 +55,16 @@ def _dot(a, b, acc, INTERPRETED: tl.constexpr):
 
 @triton.jit
 def _temporal_conv_kernel(
-    src_ptr, mask_ptr, w_ptr, bias_ptr, out_ptr, grad_bias_ptr,
-    M, C, T, HW, KT, w_stride_k, w_stride_n,
+    src_ptr, mask_ptr, b_ptr, bias_ptr, out_ptr, grad_bias_ptr,
+    M, C, T, HW, KT,
     FLIP: tl.constexpr, RELU_MASK: tl.constexpr, RELU_OUT: tl.constexpr,
     HAS_BIAS: tl.constexpr, GRAD_BIAS: tl.constexpr, INTERPRETED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """out[r, n] = a[r, n] + sum_{j, k} a[r + d_j HW, k] w[k * w_stride_k + n * w_stride_n + j] (+ bias[n]),
-    relu'd under RELU_OUT, with a = src (masked by mask > 0 under RELU_MASK) and d_j = j - p,
-    or p - j under FLIP. Forward: src = z, B[k, n] = w[n, k, j]. grad_z: src = grad_y,
-    mask = y, FLIP, B[k, n] = w[k, n, j]; GRAD_BIAS adds the column sums of a to grad_bias."""
+    """out[r, n] = a[r, n] + sum_{j, k} a[r + d_j HW, k] B[j, k, n] (+ bias[n]), relu'd under
+    RELU_OUT, with a = src (masked by mask > 0 under RELU_MASK), d_j = j - p (p - j under FLIP)
+    and B (kt, C, C) contiguous. Forward: src = z, B[j, k, n] = w[n, k, j]. grad_z: src = grad_y,
+    mask = y, FLIP, B[j, k, n] = w[k, n, j]; GRAD_BIAS adds the column sums of a to grad_bias."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < M
@@ -81,8 +81,8 @@ def _temporal_conv_kernel(
         for k0 in range(0, C, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)
             a = _load_rows(src_ptr, mask_ptr, src_rows, ks, src_ok, C, RELU_MASK)
-            w_offs = ks[:, None] * w_stride_k + cols[None, :] * w_stride_n + j
-            b = tl.load(w_ptr + w_offs, mask=(ks[:, None] < C) & (cols[None, :] < C), other=0.0)
+            b_offs = j * C * C + ks[:, None] * C + cols[None, :]
+            b = tl.load(b_ptr + b_offs, mask=(ks[:, None] < C) & (cols[None, :] < C), other=0.0)
             acc = _dot(a, b, acc, INTERPRETED)
     residual = _load_rows(src_ptr, mask_ptr, rows, cols, row_ok, C, RELU_MASK).to(tl.float32)
     out = acc + residual
@@ -143,14 +143,15 @@ def _temporal_conv(
     if m == 0:
         return out
     kt = weight.shape[2]
-    # Forward reads B[k = c', n = c] = w[c, c', j]; grad_z reads B[k = c, n = c'] = w[c, c', j].
-    w_stride_k, w_stride_n = (c * kt, kt) if flip else (kt, c * kt)
+    # The GEMM's B_j as contiguous (kt, K, N) matrices (coalesced tile loads): forward
+    # B_j[c', c] = w[c, c', j], grad_z B_j[c, c'] = w[c, c', j]. A copy of the small weight.
+    b = weight.permute(2, 0, 1) if flip else weight.permute(2, 1, 0)
     block_n, block_k = _channel_block(c, 64), _channel_block(c, 32)
     grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(c, block_n))
     _temporal_conv_kernel[grid](
-        src, src if mask is None else mask, weight, out if bias is None else bias, out,
+        src, src if mask is None else mask, b.contiguous(), out if bias is None else bias, out,
         out if grad_bias is None else grad_bias,
-        m, c, t, hw, kt, w_stride_k, w_stride_n,
+        m, c, t, hw, kt,
         FLIP=flip, RELU_MASK=mask is not None, RELU_OUT=relu_out,
         HAS_BIAS=bias is not None, GRAD_BIAS=grad_bias is not None, INTERPRETED=triton_interpreted(),
         BLOCK_M=BLOCK_M, BLOCK_N=block_n, BLOCK_K=block_k,
