@@ -19,6 +19,13 @@ PYBIND11_MODULE(_C_cpu, m) {
         py::call_guard<py::gil_scoped_release>());
   m.def("topk_similarity_finalize", &webda::cpu::topk_similarity_finalize, py::arg("values"), py::arg("indices"),
         py::arg("rows"), py::arg("k"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+  m.def("residual_temporal_forward", &webda::cpu::residual_temporal_forward, py::arg("z"), py::arg("weight"),
+        py::arg("bias"), py::arg("y"), py::arg("n"), py::arg("c"), py::arg("t"), py::arg("hw"), py::arg("kt"),
+        py::arg("relu"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+  m.def("residual_temporal_backward", &webda::cpu::residual_temporal_backward, py::arg("grad_y"), py::arg("z"),
+        py::arg("y"), py::arg("weight"), py::arg("grad_z"), py::arg("grad_weight"), py::arg("grad_bias"),
+        py::arg("n"), py::arg("c"), py::arg("t"), py::arg("hw"), py::arg("kt"), py::arg("relu"), py::arg("dtype"),
+        py::call_guard<py::gil_scoped_release>());
   m.def("omp_max_threads", []() { return omp_get_max_threads(); });
   m.def("build_info", []() {
     namespace b = webda::build;

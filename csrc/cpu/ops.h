@@ -21,4 +21,16 @@ void topk_similarity_update(uintptr_t scores, int64_t rows, int64_t cols, int64_
                             uintptr_t indices, int64_t k, int dtype);
 void topk_similarity_finalize(uintptr_t values, uintptr_t indices, int64_t rows, int64_t k, int dtype);
 
+// Fused temporal part of the (2+1)D block (residual_conv2plus1d.cpp). z, y, grad_y, grad_z are
+// (N, C, T, H, W) in channels_last_3d memory ([N][T][H][W][C] contiguous), hw = H * W; weight
+// (C, C, kt) contiguous, kt odd, zero padding kt / 2; bias (C,) or 0; dtype float32 or float64.
+// forward: y = act(z + conv_t(z) + bias). backward: g = relu ? grad_y * (y > 0) : grad_y
+// (y may be 0 without relu), grad_z = g + conv_t^T(g); grad_weight (C, C, kt) and grad_bias (C,)
+// in z's dtype, written when non-zero.
+void residual_temporal_forward(uintptr_t z, uintptr_t weight, uintptr_t bias, uintptr_t y, int64_t n, int64_t c,
+                               int64_t t, int64_t hw, int64_t kt, bool relu, int dtype);
+void residual_temporal_backward(uintptr_t grad_y, uintptr_t z, uintptr_t y, uintptr_t weight, uintptr_t grad_z,
+                                uintptr_t grad_weight, uintptr_t grad_bias, int64_t n, int64_t c, int64_t t,
+                                int64_t hw, int64_t kt, bool relu, int dtype);
+
 }  // namespace webda::cpu

@@ -1,0 +1,278 @@
+// Fused temporal part of the (2+1)D block on the CPU (OpenMP, vectorised over channels).
+//
+// z, y, grad_y, grad_z are [N][T][H][W][C] contiguous (channels_last_3d): row m of clip n
+// (m = t * HW + s) holds C channels, and the frame t + d of the same position is row m + d * HW.
+// With p = kt / 2 and taps j = 0..kt-1:
+//   forward   y[m]  = act(z[m] + bias + sum_j z[m + (j - p) HW] @ P_j),   P_j[c'][c] = w[c][c'][j]
+//   backward  grad_z[m] = g[m] + sum_j g[m + (j - p) HW] @ Q_j,            Q_j[c][c'] = w[c][c'][kt-1-j]
+//             grad_w[c][c'][j] = sum_m g[m][c] z[m + (j - p) HW][c'],      grad_b[c] = sum_m g[m][c]
+// where g = grad_y * (y > 0) under relu, else grad_y, and rows whose shifted frame leaves
+// [0, T) contribute zero. Both convolutions are one routine (residual_conv) over weights packed
+// into column panels; the weight gradient is a second GEMM-shaped reduction (weight_grad).
+// Every product is accumulated in T (float32 or float64): the kernel serves those two dtypes.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "common.h"
+#include "cpu/ops.h"
+
+namespace webda::cpu {
+namespace {
+
+// A micro-tile is kRows rows x kVectors vectors of output columns, held in registers.
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+constexpr int kRows = 8;
+#else
+constexpr int kVectorBytes = 32;
+constexpr int kRows = 6;
+#endif
+constexpr int kVectors = 2;
+// Rows of one weight-gradient reduction step: their g and z stay in L2 while every tile uses them.
+constexpr int64_t kChunkRows = 128;
+
+template <typename T> struct Vec {
+  typedef T type __attribute__((vector_size(kVectorBytes), aligned(sizeof(T)), may_alias));
+  static constexpr int kWidth = kVectorBytes / sizeof(T);
+  static constexpr int kCols = kWidth * kVectors;  // columns of a micro-tile
+};
+
+// Vector load / store of the first n (possibly fewer than a vector's width) elements.
+template <typename T> inline typename Vec<T>::type load_n(const T* p, int64_t n) {
+  using V = typename Vec<T>::type;
+  if (n >= Vec<T>::kWidth) return *reinterpret_cast<const V*>(p);
+  V v = {};
+  for (int64_t i = 0; i < n; ++i) v[i] = p[i];
+  return v;
+}
+
+template <typename T> inline void store_n(T* p, typename Vec<T>::type v, int64_t n) {
+  using V = typename Vec<T>::type;
+  if (n >= Vec<T>::kWidth) {
+    *reinterpret_cast<V*>(p) = v;
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) p[i] = v[i];
+}
+
+// acc[r][v] += sum_{k < depth} a[r][k * a_step] * b[k * b_step + v * width], the b row cut to
+// b_cols columns (kFullB: b_cols >= kCols, plain vector loads).
+template <typename T, bool kFullB>
+__attribute__((always_inline)) inline void micro_tile(const T* const (&a)[kRows], int64_t a_step, const T* b,
+                                                      int64_t b_step, int64_t b_cols, int64_t depth,
+                                                      typename Vec<T>::type (&acc)[kRows][kVectors]) {
+  using V = typename Vec<T>::type;
+  constexpr int W = Vec<T>::kWidth;
+  for (int64_t k = 0; k < depth; ++k) {
+    V bv[kVectors];
+    for (int v = 0; v < kVectors; ++v) {
+      const T* bk = b + k * b_step + v * W;
+      bv[v] = kFullB ? *reinterpret_cast<const V*>(bk) : load_n(bk, b_cols - v * W);
+    }
+    for (int r = 0; r < kRows; ++r) {
+      const T ar = a[r][k * a_step];
+      for (int v = 0; v < kVectors; ++v) acc[r][v] += ar * bv[v];
+    }
+  }
+}
+
+struct Shape {
+  int64_t n, c, t, hw, kt;
+  int64_t rows() const { return t * hw; }  // rows of one clip
+  int64_t pad() const { return kt / 2; }
+};
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Column panels of the packed weights: packed[tile][j][k][col] = weight seen as P_j (forward)
+// or Q_j (backward), zero past column C, so micro-tiles always load whole vectors.
+template <typename T> std::vector<T> pack_weight(const T* w, const Shape& s, bool backward) {
+  constexpr int64_t kCols = Vec<T>::kCols;
+  const int64_t c = s.c, kt = s.kt, tiles = ceil_div(c, kCols);
+  std::vector<T> packed(tiles * kt * c * kCols, T(0));
+  for (int64_t tile = 0; tile < tiles; ++tile)
+    for (int64_t j = 0; j < kt; ++j)
+      for (int64_t k = 0; k < c; ++k)
+        for (int64_t col = 0; col < kCols && tile * kCols + col < c; ++col) {
+          const int64_t out = tile * kCols + col;
+          const int64_t src = backward ? (k * c + out) * kt + (kt - 1 - j) : (out * c + k) * kt + j;
+          packed[((tile * kt + j) * c + k) * kCols + col] = w[src];
+        }
+  return packed;
+}
+
+// out[m] = act(src[m] + bias + sum_j src[m + (j - p) HW] @ packed_j), per clip; bias may be null.
+template <typename T>
+void residual_conv(const T* src, const T* packed, const T* bias, T* out, const Shape& s, bool relu) {
+  using V = typename Vec<T>::type;
+  constexpr int W = Vec<T>::kWidth;
+  constexpr int64_t kCols = Vec<T>::kCols;
+  const int64_t c = s.c, rows = s.rows(), tiles = ceil_div(c, kCols), blocks = ceil_div(rows, kRows);
+  const std::vector<T> zeros(c, T(0));  // the row a tap reads outside [0, T)
+  // Column tile outermost: a thread's consecutive micro-tiles reuse one weight panel from cache.
+#pragma omp parallel for collapse(3) schedule(static)
+  for (int64_t tile = 0; tile < tiles; ++tile)
+    for (int64_t clip = 0; clip < s.n; ++clip)
+      for (int64_t block = 0; block < blocks; ++block) {
+        const int64_t m0 = block * kRows, valid = std::min<int64_t>(kRows, rows - m0);
+        const T* clip_src = src + clip * rows * c;
+        V acc[kRows][kVectors] = {};
+        for (int64_t j = 0; j < s.kt; ++j) {
+          const int64_t shift = (j - s.pad()) * s.hw;
+          const T* a[kRows];
+          for (int r = 0; r < kRows; ++r) {  // rows past the end repeat the last one, unstored
+            const int64_t m = m0 + std::min<int64_t>(r, valid - 1) + shift;
+            a[r] = (m >= 0 && m < rows) ? clip_src + m * c : zeros.data();
+          }
+          micro_tile<T, true>(a, 1, packed + (tile * s.kt + j) * c * kCols, kCols, kCols, c, acc);
+        }
+        const int64_t c0 = tile * kCols;
+        for (int r = 0; r < valid; ++r) {
+          const T* res = clip_src + (m0 + r) * c + c0;
+          T* dst = out + (clip * rows + m0 + r) * c + c0;
+          for (int v = 0; v < kVectors; ++v) {
+            const int64_t n = c - c0 - v * W;
+            if (n <= 0) break;
+            V value = acc[r][v] + load_n(res + v * W, n);
+            if (bias) value += load_n(bias + c0 + v * W, n);
+            if (relu) value = value < T(0) ? V{} : value;
+            store_n(dst + v * W, value, n);
+          }
+        }
+      }
+}
+
+// grad_w[c][c'][j] = sum_m g[m][c] z[m + (j - p) HW][c'], written to grad_w (fully).
+// Threads own disjoint (j, c-block, c'-tile) tiles and walk the rows in chunks: each chunk's
+// products are summed in registers, then added to a [j][c][c'] buffer (two-level summation).
+template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const Shape& s) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t kCols = Vec<T>::kCols;
+  const int64_t c = s.c, rows = s.rows();
+  const int64_t row_blocks = ceil_div(c, kRows), col_tiles = ceil_div(c, kCols);
+  const int64_t buf_rows = row_blocks * kRows, buf_cols = col_tiles * kCols;  // padded, never out of range
+  const int64_t tiles = s.kt * row_blocks * col_tiles;
+  std::vector<T> buf(s.kt * buf_rows * buf_cols, T(0));
+#pragma omp parallel
+  {
+    const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t first = tiles * id / threads, last = tiles * (id + 1) / threads;
+    for (int64_t clip = 0; clip < s.n; ++clip)
+      for (int64_t m0 = 0; m0 < rows; m0 += kChunkRows)
+        for (int64_t tile = first; tile < last; ++tile) {
+          const int64_t j = tile / (row_blocks * col_tiles);
+          const int64_t cb = tile / col_tiles % row_blocks, ct = tile % col_tiles;
+          const int64_t shift = (j - s.pad()) * s.hw;
+          const int64_t lo = std::max(m0, -shift), hi = std::min({m0 + kChunkRows, rows, rows - shift});
+          if (lo >= hi) continue;
+          const T* g_rows = g + (clip * rows + lo) * c;
+          const T* a[kRows];
+          for (int r = 0; r < kRows; ++r) a[r] = g_rows + std::min<int64_t>(cb * kRows + r, c - 1);
+          const T* b = z + (clip * rows + lo + shift) * c + ct * kCols;
+          const int64_t b_cols = c - ct * kCols;
+          V acc[kRows][kVectors] = {};
+          if (b_cols >= kCols)
+            micro_tile<T, true>(a, c, b, c, b_cols, hi - lo, acc);
+          else
+            micro_tile<T, false>(a, c, b, c, b_cols, hi - lo, acc);
+          for (int r = 0; r < kRows; ++r) {
+            T* dst = buf.data() + (j * buf_rows + cb * kRows + r) * buf_cols + ct * kCols;
+            for (int v = 0; v < kVectors; ++v) {
+              V* d = reinterpret_cast<V*>(dst + v * Vec<T>::kWidth);
+              *d += acc[r][v];
+            }
+          }
+        }
+  }
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t co = 0; co < c; ++co)
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t j = 0; j < s.kt; ++j) grad_w[(co * c + ci) * s.kt + j] = buf[(j * buf_rows + co) * buf_cols + ci];
+}
+
+// grad_b[c] = sum_m g[m][c] over all n * rows rows: per-thread chunk sums, added in double.
+template <typename T> void bias_grad(const T* g, T* grad_b, const Shape& s) {
+  const int64_t c = s.c, total = s.n * s.rows(), chunks = ceil_div(total, kChunkRows);
+  std::vector<double> sums(c, 0.0);
+#pragma omp parallel
+  {
+    std::vector<double> mine(c, 0.0);
+    std::vector<T> chunk(c);
+#pragma omp for schedule(static)
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      std::fill(chunk.begin(), chunk.end(), T(0));
+      for (int64_t m = ch * kChunkRows; m < std::min(total, (ch + 1) * kChunkRows); ++m) {
+        const T* row = g + m * c;
+#pragma omp simd
+        for (int64_t i = 0; i < c; ++i) chunk[i] += row[i];
+      }
+      for (int64_t i = 0; i < c; ++i) mine[i] += chunk[i];
+    }
+#pragma omp critical
+    for (int64_t i = 0; i < c; ++i) sums[i] += mine[i];
+  }
+  for (int64_t i = 0; i < c; ++i) grad_b[i] = static_cast<T>(sums[i]);
+}
+
+Shape checked_shape(const char* op, int64_t n, int64_t c, int64_t t, int64_t hw, int64_t kt, int dtype) {
+  check(n >= 0 && c >= 1 && t >= 0 && hw >= 0, std::string(op) + ": sizes must be n, t, hw >= 0 and c >= 1");
+  check(kt >= 1 && kt % 2 == 1, std::string(op) + ": kt must be odd and >= 1, got " + std::to_string(kt));
+  check(dtype == kFloat32 || dtype == kFloat64,
+        std::string(op) + ": the CPU kernel takes float32 or float64 (the caller upcasts half types)");
+  return Shape{n, c, t, hw, kt};
+}
+
+// Calls f(T{}) for the float32 / float64 dtype codes (checked_shape rejects the others).
+template <typename F> void dispatch_float(int dtype, F&& f) {
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) f(tag);
+  });
+}
+
+}  // namespace
+
+void residual_temporal_forward(uintptr_t z, uintptr_t weight, uintptr_t bias, uintptr_t y, int64_t n, int64_t c,
+                               int64_t t, int64_t hw, int64_t kt, bool relu, int dtype) {
+  const Shape s = checked_shape("residual_temporal_forward", n, c, t, hw, kt, dtype);
+  if (n * t * hw == 0) return;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const std::vector<T> packed = pack_weight(reinterpret_cast<const T*>(weight), s, false);
+    residual_conv(reinterpret_cast<const T*>(z), packed.data(), reinterpret_cast<const T*>(bias),
+                  reinterpret_cast<T*>(y), s, relu);
+  });
+}
+
+void residual_temporal_backward(uintptr_t grad_y, uintptr_t z, uintptr_t y, uintptr_t weight, uintptr_t grad_z,
+                                uintptr_t grad_weight, uintptr_t grad_bias, int64_t n, int64_t c, int64_t t,
+                                int64_t hw, int64_t kt, bool relu, int dtype) {
+  const Shape s = checked_shape("residual_temporal_backward", n, c, t, hw, kt, dtype);
+  check(!relu || y != 0, "residual_temporal_backward: relu needs the forward output y");
+  if (n * t * hw == 0) return;  // grad_weight and grad_bias arrive zero-filled
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t numel = n * t * hw * c;
+    const T* g = reinterpret_cast<const T*>(grad_y);
+    std::unique_ptr<T[]> masked;
+    if (relu) {  // g = grad_y * (y > 0)
+      masked.reset(new T[numel]);
+      const T* out = reinterpret_cast<const T*>(y);
+#pragma omp parallel for simd schedule(static)
+      for (int64_t i = 0; i < numel; ++i) masked[i] = out[i] > T(0) ? g[i] : T(0);
+      g = masked.get();
+    }
+    const std::vector<T> packed = pack_weight(reinterpret_cast<const T*>(weight), s, true);
+    residual_conv(g, packed.data(), static_cast<const T*>(nullptr), reinterpret_cast<T*>(grad_z), s, false);
+    if (grad_weight) weight_grad(g, reinterpret_cast<const T*>(z), reinterpret_cast<T*>(grad_weight), s);
+    if (grad_bias) bias_grad(g, reinterpret_cast<T*>(grad_bias), s);
+  });
+}
+
+}  // namespace webda::cpu
