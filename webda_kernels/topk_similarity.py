@@ -31,7 +31,7 @@ _GPU_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
 
 SPEC = _dispatch.OpSpec(
     name="topk_similarity",
-    dtypes={"cpu": _dispatch.FLOATING},
+    dtypes={"cpu": _dispatch.FLOATING, "triton": _GPU_DTYPES, "cuda": _GPU_DTYPES},
     auto={"cpu": ("cpu",)},  # cuda/triton await a GPU benchmark before auto may pick them
 )
 # ``auto`` keeps the reference below this many similarities (Nq * Nb), where the tiled path's
@@ -80,9 +80,64 @@ def _streaming_cpu(query: torch.Tensor, bank: torch.Tensor, k: int) -> Tuple[tor
     return values.to(bank.dtype), indices
 
 
+def _gpu_chunks(n_query: int, n_bank: int, rows_per_block: int, cols_per_tile: int, device: torch.device):
+    """(chunk, n_chunks): bank rows per chunk (whole tiles) and how many chunks, so that the
+    (row blocks x chunks) grid fills the GPU about four times over."""
+    tiles = -(-n_bank // cols_per_tile)
+    programs = 4 * (torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1)
+    row_blocks = -(-n_query // rows_per_block)
+    tiles_per_chunk = -(-tiles // max(1, min(tiles, -(-programs // row_blocks))))
+    return tiles_per_chunk * cols_per_tile, -(-tiles // tiles_per_chunk)
+
+
+def _decode_keys(keys: torch.Tensor, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Values (as ``dtype``) and int64 indices of packed keys (format: triton/topk_similarity.py)."""
+    ordered = (keys >> 32).to(torch.int32)
+    values = torch.where(ordered < 0, ordered ^ 0x7FFFFFFF, ordered).view(torch.float32)
+    return values.to(dtype), 0xFFFFFFFF - (keys & 0xFFFFFFFF)
+
+
+def _merge_chunks(partial: torch.Tensor, k: int, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The k best of each row's chunk keys (Nq, chunks * k_pad), sorted, decoded."""
+    return _decode_keys(torch.topk(partial, k, dim=1).values, dtype)
+
+
+def _k_pad(k: int) -> int:
+    return 1 << (k - 1).bit_length()
+
+
+def _streaming_triton(query: torch.Tensor, bank: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    from webda_kernels.triton import topk_similarity as kernels
+
+    k_pad = _k_pad(k)
+    chunk, n_chunks = _gpu_chunks(query.shape[0], bank.shape[0], kernels.block_m(k_pad), kernels.BLOCK_N, query.device)
+    partial = kernels.partial_topk_keys(query, bank, k_pad, chunk, n_chunks)
+    return _merge_chunks(partial, k, query.dtype)
+
+
+# Query rows per block and bank rows per tile of csrc/cuda/topk_similarity.cu; it keeps at
+# least one warp's worth (32) of keys per row.
+_CUDA_ROWS, _CUDA_COLS, _CUDA_MIN_K_PAD = 16, 64, 32
+
+
+def _streaming_cuda(query: torch.Tensor, bank: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    (n_query, dim), n_bank = query.shape, bank.shape[0]
+    k_pad = max(_k_pad(k), _CUDA_MIN_K_PAD)
+    chunk, n_chunks = _gpu_chunks(n_query, n_bank, _CUDA_ROWS, _CUDA_COLS, query.device)
+    partial = torch.empty((n_query, n_chunks * k_pad), dtype=torch.int64, device=query.device)
+    _extension.load("cuda").topk_similarity_partial(
+        query.data_ptr(), bank.data_ptr(), partial.data_ptr(), _extension.dtype_code(query), n_query, n_bank, dim,
+        list(query.stride()), list(bank.stride()), k_pad, chunk, n_chunks, query.device.index,
+        _extension.cuda_stream(query),
+    )
+    return _merge_chunks(partial, k, query.dtype)
+
+
 _STREAMING = {
     "reference": _streaming_reference,
     "cpu": _streaming_cpu,
+    "triton": _streaming_triton,
+    "cuda": _streaming_cuda,
 }
 
 

@@ -28,6 +28,10 @@ PYBIND11_MODULE(_C_cuda, m) {
         py::arg("dim"), py::arg("top_t"), py::arg("src_strides"), py::arg("tgt_strides"), py::arg("weight_strides"),
         py::arg("temperature"), py::arg("softmax"), py::arg("device"), py::arg("stream"),
         py::call_guard<py::gil_scoped_release>());
+  m.def("topk_similarity_partial", &webda::cuda::topk_similarity_partial, py::arg("query"), py::arg("bank"),
+        py::arg("out"), py::arg("dtype"), py::arg("n_query"), py::arg("n_bank"), py::arg("dim"),
+        py::arg("query_strides"), py::arg("bank_strides"), py::arg("k_pad"), py::arg("chunk_rows"),
+        py::arg("n_chunks"), py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>());
   m.def("build_info", []() {
     namespace b = webda::build;
     py::dict info;

@@ -33,4 +33,13 @@ void topt_attention_fused(uintptr_t src, uintptr_t tgt, uintptr_t weight, uintpt
                           const std::vector<int64_t>& weight_strides, double temperature, bool softmax, int device,
                           uintptr_t stream);
 
+// Streaming top-k (topk_similarity.cu): out (n_query, n_chunks * k_pad) int64, row r's slice c
+// the k_pad best packed keys of query[r] @ bank.T over bank rows [c * chunk_rows, +chunk_rows),
+// descending. k_pad in {32, 64, 128, 256}; chunk_rows a multiple of 64; strides in elements;
+// dtype float32/float16/bfloat16.
+void topk_similarity_partial(uintptr_t query, uintptr_t bank, uintptr_t out, int dtype, int64_t n_query,
+                             int64_t n_bank, int64_t dim, const std::vector<int64_t>& query_strides,
+                             const std::vector<int64_t>& bank_strides, int64_t k_pad, int64_t chunk_rows,
+                             int64_t n_chunks, int device, uintptr_t stream);
+
 }  // namespace webda::cuda
