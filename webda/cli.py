@@ -16,8 +16,10 @@ from webda.errors import UserError
 
 # Modules that each contribute one or more sub-commands, in the order `webda --help` lists them.
 COMMAND_MODULES = [
-    "webda.cli_check",
     "webda.data.cli",
+    "webda.train.cli",
+    "webda.evaluate",
+    "webda.cli_check",
 ]
 
 

@@ -1,0 +1,65 @@
+"""Attention over web items from their similarity to target items (paper section 3.4).
+
+``alpha = softmax(mean of the top-T entries of row i of (src @ W @ tgt.T) / temperature)``
+over the labeled web batch, with L2-normalised embeddings. Normalising the embeddings and
+averaging (rather than summing) the top-T similarities keep the softmax's input in [-1, 1]
+at initialisation (W = identity), whatever the embedding size and T; ``temperature`` then
+sets how peaked alpha may be. T defaults to round(0.9 x target batch), the paper's rule.
+
+Optionally (our extension, ``bank_size > 0``) the target side is the current target batch
+plus a queue of the ``bank_size`` most recent target embeddings (constants), so alpha
+compares against more of the target domain than one batch. Under DDP the target embeddings
+of every rank are gathered first.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from webda.distributed import gather_rows
+
+from webda_kernels.nn import TopTAttention
+
+
+class WebAttention(nn.Module):
+    """alpha (Ns,), summing to 1, for web embeddings ``src`` (Ns, D) given target ``tgt`` (Nt, D)."""
+
+    def __init__(self, dim: int, top_t: int, temperature: float = 0.1, bank_size: int = 0):
+        super().__init__()
+        if top_t < 1:
+            raise ValueError(f"top_t must be >= 1, got {top_t}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if bank_size < 0:
+            raise ValueError(f"bank_size must be >= 0, got {bank_size}")
+        self.top_t, self.temperature, self.bank_size = top_t, temperature, bank_size
+        # The op's temperature divides the top-T *sum*; ours divides the mean.
+        self.topt = TopTAttention(dim, top_t, temperature * top_t)
+        self.register_buffer("bank", torch.zeros(bank_size, dim))
+        self.register_buffer("bank_filled", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("bank_next", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        src = F.normalize(src.float(), dim=1)
+        tgt = F.normalize(gather_rows(tgt).float(), dim=1)
+        keys = tgt
+        if self.bank_size:
+            keys = torch.cat([tgt, self.bank[: int(self.bank_filled)]])
+            if self.training:
+                self._enqueue(tgt.detach())
+        if keys.shape[0] < self.top_t:
+            raise ValueError(f"attention needs at least top_t={self.top_t} target items, got {keys.shape[0]}")
+        return self.topt(src, keys)
+
+    @torch.no_grad()
+    def _enqueue(self, rows: torch.Tensor) -> None:
+        rows = rows[-self.bank_size :]
+        positions = (int(self.bank_next) + torch.arange(rows.shape[0])) % self.bank_size
+        self.bank[positions.to(self.bank.device)] = rows.to(self.bank.dtype)
+        self.bank_next.fill_((int(self.bank_next) + rows.shape[0]) % self.bank_size)
+        self.bank_filled.fill_(min(self.bank_size, int(self.bank_filled) + rows.shape[0]))
+
+    def extra_repr(self) -> str:
+        return f"top_t={self.top_t}, temperature={self.temperature}, bank_size={self.bank_size}"
