@@ -51,9 +51,11 @@ def test_data_card_matches_files_and_preset(tiny_dataset, tiny_card):
         assert noise["irrelevant"] == round(preset.irrelevant_rate * preset.web_images)
         assert noise["mislabeled"] == round(preset.mislabeled_rate * preset.web_images)
         assert noise["duplicate"] == preset.duplicates
+        partner = classes[names.index(name)]["pair"]
         for i in images:
             assert (i["true_class"] is None) == (i["noise"] == "irrelevant")
             assert (i["true_class"] != name) == (i["noise"] in ("irrelevant", "mislabeled"))
+            assert i["noise"] != "mislabeled" or i["true_class"] != partner  # visibly another class
     videos = [i for i in tiny_card["items"] if i["domain"] == "web_video"]
     assert sum(i["noise"] == "duplicate" for i in videos) == preset.reuploads
     assert sum(i["noise"] == "spliced" for i in videos) == len(names) * round(preset.splice_rate * preset.web_videos)

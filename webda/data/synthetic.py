@@ -43,7 +43,7 @@ class Preset:
 
     num_classes: K classes; ``2 * ceil(K / 4)`` of them in motion pairs.
     web_images: web images per class (before duplicates); a fraction ``irrelevant_rate`` is
-        random content and ``mislabeled_rate`` shows another class's object.
+        random content and ``mislabeled_rate`` shows the object of a class that looks different.
     duplicates: extra web images per class that are near-copies of a target test keyframe.
     web_videos: web videos per class (before re-uploads); ``splice_rate`` of them get one
         irrelevant shot of ``irrelevant_shot_frames`` (min, max) frames spliced in.
@@ -139,7 +139,9 @@ class _Writer:
             image = WebLook.sample(rng).apply(image)
             true = None
         else:
-            true = c if kind == "clean" else int(rng.choice([k for k in range(len(self.classes)) if k != c]))
+            # a mislabeled image shows a class that looks different (not the motion partner, which looks the same)
+            others = [k for k, spec in enumerate(self.classes) if k != c and spec.name != self.classes[c].pair]
+            true = c if kind == "clean" else int(rng.choice(others))
             spec = self.classes[true]
             pose = trajectory(spec, 1, rng)
             image = render_clip(spec, pose, clutter_background(size, rng))[0]
@@ -231,7 +233,8 @@ def generate(out, preset: str = "tiny", seed: int = 0, num_classes: Optional[int
                     writer.target(split, c, i)
         for c in range(k):
             rng = _rng(seed, "image_noise", c, 0)
-            kinds = _kinds(p.web_images, {"irrelevant": p.irrelevant_rate, "mislabeled": p.mislabeled_rate}, rng)
+            mislabeled = p.mislabeled_rate if k > 2 else 0.0  # two classes = one pair: no class looks different
+            kinds = _kinds(p.web_images, {"irrelevant": p.irrelevant_rate, "mislabeled": mislabeled}, rng)
             kinds += ["duplicate"] * p.duplicates
             for i, j in enumerate(rng.permutation(len(kinds))):
                 writer.web_image(c, i, kinds[j])
