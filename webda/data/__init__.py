@@ -13,22 +13,29 @@ Typical use::
     test = ClipDataset(data.eval_videos(), EvalTransform(56), train=False)
 """
 
-from webda.data.clips import ChunkSpec
-from webda.data.datasets import ClipDataset, ImageDataset
-from webda.data.images import load_image
-from webda.data.layout import UNLABELED, DatasetLayout, Item, VideoItem, discover
-from webda.data.overlap import default_embedding, default_transform, embed_images, remove_overlap
-from webda.data.prepare import PreparedData, prepare
-from webda.data.shots import Keyframe, KeyframeIndex, Shot, detect_shots, extract_keyframes
-from webda.data.skips import CorruptFileError, CorruptFileWarning, SkipLog
-from webda.data.synthetic import PRESETS, Preset, generate
-from webda.data.transforms import EvalTransform, TrainTransform
-from webda.data.video import VideoInfo, probe_video, read_frames, write_mp4
+import importlib
 
-__all__ = [
-    "ChunkSpec", "ClipDataset", "CorruptFileError", "CorruptFileWarning", "DatasetLayout", "EvalTransform",
-    "ImageDataset", "Item", "Keyframe", "KeyframeIndex", "PRESETS", "Preset", "PreparedData", "Shot", "SkipLog",
-    "TrainTransform", "UNLABELED", "VideoInfo", "VideoItem", "default_embedding", "default_transform",
-    "detect_shots", "discover", "embed_images", "extract_keyframes", "generate", "load_image", "prepare",
-    "probe_video", "read_frames", "remove_overlap", "write_mp4",
-]
+# Public names -> the module defining them; imported on first use, so that e.g.
+# ``webda make-dataset`` does not pay for torch and webda_kernels.
+_EXPORTS = {
+    "ChunkSpec": "clips",
+    "ClipDataset": "datasets", "ImageDataset": "datasets",
+    "load_image": "images",
+    "UNLABELED": "layout", "DatasetLayout": "layout", "Item": "layout", "VideoItem": "layout", "discover": "layout",
+    "default_embedding": "overlap", "default_transform": "overlap", "embed_images": "overlap",
+    "remove_overlap": "overlap",
+    "PreparedData": "prepare", "prepare": "prepare",
+    "Keyframe": "shots", "KeyframeIndex": "shots", "Shot": "shots", "detect_shots": "shots",
+    "extract_keyframes": "shots",
+    "CorruptFileError": "skips", "CorruptFileWarning": "skips", "SkipLog": "skips",
+    "PRESETS": "synthetic", "Preset": "synthetic", "generate": "synthetic",
+    "EvalTransform": "transforms", "TrainTransform": "transforms",
+    "VideoInfo": "video", "probe_video": "video", "read_frames": "video", "write_mp4": "video",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'webda.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"webda.data.{_EXPORTS[name]}"), name)
