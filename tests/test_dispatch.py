@@ -65,9 +65,9 @@ def test_dispatch_falls_back_with_one_warning_when_cpu_extension_is_missing():
         import sys, warnings
         sys.modules["webda_kernels._C_cpu"] = None  # makes the import fail like a missing build
         import torch
-        import webda_kernels as wk
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            import webda_kernels as wk
             for _ in range(3):
                 x = torch.randn(4, requires_grad=True)
                 wk.grad_reverse(x, 2.0).sum().backward()

@@ -8,7 +8,7 @@ the benchmarks in ``benchmarks/`` show beat the reference at the shapes the op c
 
 from __future__ import annotations
 
-import functools
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Tuple
@@ -33,19 +33,18 @@ class OpSpec:
     auto: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
 
 
-@functools.lru_cache(maxsize=None)
+# Read once at import: Triton reads TRITON_INTERPRET when its kernels are defined.
+_TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_TRITON_IMPORTABLE = importlib.util.find_spec("triton") is not None
+
+
 def triton_interpreted() -> bool:
-    """Whether Triton kernels run in the interpreter (TRITON_INTERPRET=1 when first asked)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    """Whether Triton kernels run in the interpreter (TRITON_INTERPRET=1 at import)."""
+    return _TRITON_INTERPRETED
 
 
-@functools.lru_cache(maxsize=None)
 def triton_importable() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _TRITON_IMPORTABLE
 
 
 def _device_ready(backend: str, device: torch.device) -> bool:
@@ -71,9 +70,6 @@ def serving_backends(spec: OpSpec, device: torch.device, dtype: torch.dtype) -> 
     ]
 
 
-# A pure function of its arguments and the environment: torch.compile calls it while
-# tracing and bakes the answer into the graph instead of tracing the import machinery.
-@torch.compiler.assume_constant_result
 def resolve(spec: OpSpec, backend: str, device: torch.device, dtype: torch.dtype) -> str:
     """The concrete backend to run for a request; ValueError if it cannot serve the inputs."""
     if not isinstance(backend, str):

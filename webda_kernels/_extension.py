@@ -3,11 +3,12 @@
 The extension never sees a torch.Tensor: it gets data pointers, sizes and strides in
 elements, a dtype code and, on the GPU, the device index and current stream. A module that
 is missing or fails to load is reported once (a warning) and its backend is unavailable.
+Both modules are loaded when this module is imported (a cheap shared-library load), so
+later lookups are plain dictionary reads that torch.compile traces without graph breaks.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import warnings
 from typing import Dict, List, Optional, Tuple
@@ -20,13 +21,8 @@ DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.floa
 _load_errors: Dict[str, str] = {}
 
 
-@functools.lru_cache(maxsize=None)
-def load(part: str):
-    """The compiled module ``webda_kernels._C_<part>`` (part: "cpu" or "cuda"), or None.
-
-    A module that cannot be imported is reported with one warning, unless it is the CUDA
-    module on a machine without CUDA, where nothing is lost.
-    """
+def _import(part: str):
+    """``webda_kernels._C_<part>``, or None with one warning (none for CUDA on a machine without it)."""
     try:
         return importlib.import_module(f"webda_kernels._C_{part}")
     except ImportError as err:
@@ -36,9 +32,17 @@ def load(part: str):
                 f"webda_kernels: the {part} extension is unavailable ({err}); falling back to the next "
                 "backend. Rebuild with `pip install -e .` and see webda_kernels.build_info().",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=2,
             )
         return None
+
+
+_MODULES = {part: _import(part) for part in ("cpu", "cuda")}
+
+
+def load(part: str):
+    """The compiled module ``webda_kernels._C_<part>`` (part: "cpu" or "cuda"), or None."""
+    return _MODULES[part]
 
 
 def load_error(part: str) -> Optional[str]:
