@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from webda_kernels import reference
+from webda_kernels import _dispatch, reference
 from webda_kernels.nn import FrameWise, ResidualConv2Plus1d, convert_2d_to_video
+from webda_kernels.residual_conv2plus1d import SPEC
 
 CL3D = torch.channels_last_3d
 
@@ -340,3 +341,36 @@ def test_conv2plus1d_module_under_export():
     x = torch.randn(1, 3, 4, 5, 5)
     exported = torch.export.export(block, (x,))
     torch.testing.assert_close(exported.module()(x), block(x))
+
+
+def test_conv2plus1d_module_under_opcheck():
+    block = _trained_block()
+    for residual in (True, False):
+        block.residual = residual
+        x = torch.randn(2, 3, 3, 5, 4, requires_grad=True)
+        weight = block.temporal_weight if residual else block.temporal_weight - block.temporal_identity
+        args = (x, block.spatial_weight, weight, block.spatial_bias, block.temporal_bias, list(block.stride),
+                list(block.padding), True, "reference")
+        torch.library.opcheck(torch.ops.webda.residual_conv2plus1d.default, args)
+
+
+def _fast_backends():
+    """(backend, device) of every fast backend this machine runs the op on in float32."""
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return [pytest.param(b, d, id=f"{b}-{d}") for d in devices
+            for b in _dispatch.serving_backends(SPEC, torch.device(d), torch.float32) if b != "reference"]
+
+
+@pytest.mark.parametrize("backend,device", _fast_backends())
+def test_conv2plus1d_module_runs_on_its_backend(backend, device):
+    block = _trained_block().to(device)
+    block.backend = backend
+    x = torch.randn(2, 3, 3, 5, 4, device=device, requires_grad=True)
+    got = block(x)
+    block.backend = "reference"
+    want = block(x)
+    torch.testing.assert_close(got, want)
+    grad = torch.randn_like(got)
+    params = (x, block.temporal_weight, block.temporal_bias)
+    for g, w in zip(torch.autograd.grad(got, params, grad), torch.autograd.grad(want, params, grad)):
+        torch.testing.assert_close(g, w)

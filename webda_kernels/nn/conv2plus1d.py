@@ -8,7 +8,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import nn
 
-from webda_kernels.reference import residual_conv2plus1d
+from webda_kernels.residual_conv2plus1d import residual_conv2plus1d
 
 _Pair = Union[int, Tuple[int, int]]
 
@@ -193,7 +193,7 @@ class ResidualConv2Plus1d(nn.Module):
         weight = self.temporal_weight if self.residual else self.temporal_weight - self.temporal_identity
         return residual_conv2plus1d(
             x, self.spatial_weight, weight, self.spatial_bias, self.temporal_bias,
-            stride=self.stride, padding=self.padding, activation=self.activation,
+            stride=self.stride, padding=self.padding, activation=self.activation, backend=self.backend,
         )
 
     def extra_repr(self) -> str:
