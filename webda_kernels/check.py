@@ -44,11 +44,11 @@ def _topt_attention_case(backend: str, device: torch.device, dtype: torch.dtype,
     # Both sizes fit one fused program; the second bank is past it (the streaming path).
     results: List[Result] = []
     for n_src, n_tgt, dim in ((5, 7, 17), (9, 70, 33)) if quick else ((33, 47, 127), (64, 1000, 64)):
-        src64 = torch.randn(n_src, dim, dtype=torch.float64, device=device)
-        tgt64 = torch.randn(dim, n_tgt, dtype=torch.float64, device=device).T  # non-contiguous
-        weight64 = torch.randn(dim, dim, dtype=torch.float64, device=device) / dim
+        # Inputs representable in dtype, so the float64 reference ranks the same similarities.
+        src64, grad64 = (torch.randn(n, dtype=dtype, device=device).double() for n in ((n_src, dim), n_src))
+        tgt64 = torch.randn(dim, n_tgt, dtype=dtype, device=device).double().T  # non-contiguous
+        weight64 = (torch.randn(dim, dim, dtype=torch.float64, device=device) / dim).to(dtype).double()
         top_t = max(1, round(0.9 * n_tgt))
-        grad64 = torch.randn(n_src, dtype=torch.float64, device=device)
         functions = (
             ("scores", lambda s, t, w, b: wk.topt_scores(s, t, w, top_t, backend=b), wk.reference.topt_scores, ()),
             ("attention", lambda s, t, w, b: wk.topt_attention(s, t, w, top_t, float(top_t), backend=b),
@@ -93,10 +93,45 @@ def _topk_similarity_case(backend: str, device: torch.device, dtype: torch.dtype
     ]
 
 
+def _residual_conv2plus1d_case(backend: str, device: torch.device, dtype: torch.dtype, quick: bool) -> List[Result]:
+    # A channels_last_3d input sliced along T, odd sizes; frozen then trainable spatial weights.
+    # Relu only from float32 up: in half precision the rounding of z flips the sign of
+    # pre-activations near zero differently in each implementation, and a flipped mask entry
+    # moves a gradient by a whole grad_y entry (the tests check that path with a shared mask).
+    activation = "relu" if dtype in (torch.float32, torch.float64) else None
+    results: List[Result] = []
+    configs = (((2, 5, 3, 7, 5), 17, 3, 3, 2, 1, False), ((1, 4, 5, 6, 9), 8, 1, 5, 1, 0, True)) if quick else (
+        ((2, 16, 6, 13, 11), 33, 3, 3, 2, 1, False), ((2, 3, 5, 23, 21), 64, 7, 3, 2, 3, True))
+    for (n, cin, t, h, w), c, k, kt, stride, padding, train_spatial in configs:
+        def rand(*shape, scale=1.0):  # representable in dtype, so both references see the same inputs
+            return (torch.randn(shape, dtype=torch.float64, device=device) * scale).to(dtype).double()
+
+        x64 = rand(n, cin, t + 1, h, w).contiguous(memory_format=torch.channels_last_3d)
+        params64 = [rand(c, cin, k, k, scale=(cin * k * k) ** -0.5), rand(c, c, kt, scale=(c * kt) ** -0.5),
+                    rand(c), rand(c)]
+        grad64 = rand(n, c, t, (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1)
+
+        def run(fn, dt):
+            x = x64.to(dt)[:, :, 1:].detach().requires_grad_()
+            params = [p.to(dt).detach().requires_grad_(train_spatial or i in (1, 3)) for i, p in enumerate(params64)]
+            y = fn(x, *params, stride, padding, activation)
+            y.backward(grad64.to(dt))
+            return [y, x.grad] + [p.grad for p in params if p.requires_grad]
+
+        got = run(lambda *a: wk.residual_conv2plus1d(*a, backend=backend), dtype)
+        same = run(wk.reference.residual_conv2plus1d, dtype)
+        ref64 = run(wk.reference.residual_conv2plus1d, torch.float64)
+        labels = ["y", "d x"] + (["d w_s", "d w_t", "d b_s", "d b_t"] if train_spatial else ["d w_t", "d b_t"])
+        for label, a, b, r in zip(labels, got, same, ref64):
+            results.append((f"{k}x{k} {label}", "output" if label == "y" else "grad", a, b, r))
+    return results
+
+
 CASES: Dict[str, Case] = {
     "grad_reverse": _grad_reverse_case,
     "topt_attention": _topt_attention_case,
     "topk_similarity": _topk_similarity_case,
+    "residual_conv2plus1d": _residual_conv2plus1d_case,
 }
 
 

@@ -4,7 +4,8 @@
 with ``conv_t`` a (C, C, kt) convolution along T (zero padding kt // 2, stride 1).
 
 The spatial conv stays on the vendor library through torch (oneDNN / cuDNN on the N*T
-frames, channels-last). The temporal part runs fused on a backend, with z, y and their
+frames, in x's layout: channels-last frames for a channels_last_3d x, else contiguous ones,
+so a caller picks the faster one as for torch's own convolutions). The temporal part runs fused on a backend, with z, y and their
 gradients as (N, C, T, H, W) tensors in ``torch.channels_last_3d`` memory format (rows of C
 contiguous channels), where the temporal conv is an (N*T*H*W, C*kt) x (C*kt, C) implicit GEMM.
 Every backend implements the pair in ``_TEMPORAL[backend]``:
@@ -145,20 +146,21 @@ def _channels_last(x: torch.Tensor) -> bool:
     return not x.is_contiguous() and x.stride(1) < min(x.stride(2), x.stride(3), x.stride(4))
 
 
-def _output_format(x: torch.Tensor) -> torch.memory_format:
-    return CL3D if _channels_last(x) else torch.contiguous_format
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    return CL3D if channels_last else torch.contiguous_format
 
 
-def _frames(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, T, H, W) -> (N*T, C, H, W) channels-last frames (one copy unless x is channels_last_3d)."""
+def _frames(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """(N, C, T, H, W) -> (N*T, C, H, W) frames, channels-last or contiguous (a view when x has that layout)."""
     n, c, t, h, w = x.shape
-    return x.contiguous(memory_format=CL3D).transpose(1, 2).reshape(n * t, c, h, w)
+    if channels_last:
+        return x.contiguous(memory_format=CL3D).transpose(1, 2).reshape(n * t, c, h, w)
+    return x.transpose(1, 2).reshape(n * t, c, h, w).contiguous()
 
 
 def _unframe(frames: torch.Tensor, n: int, t: int) -> torch.Tensor:
-    """(N*T, C, H, W) channels-last frames -> (N, C, T, H, W) channels_last_3d."""
-    frames = frames.contiguous(memory_format=torch.channels_last)
-    return frames.reshape(n, t, *frames.shape[1:]).transpose(1, 2).contiguous(memory_format=CL3D)
+    """(N*T, C, H, W) frames -> an (N, C, T, H, W) view."""
+    return frames.reshape(n, t, *frames.shape[1:]).transpose(1, 2)
 
 
 def _output_hw(x_shape: Sequence[int], kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]):
@@ -180,18 +182,18 @@ def residual_conv2plus1d_op(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(y, z)``: y in x's memory format, z (the spatial conv's output) channels_last_3d."""
     n, t = x.shape[0], x.shape[2]
-    weight_cl = spatial_weight.contiguous(memory_format=torch.channels_last)
-    z = _unframe(F.conv2d(_frames(x), weight_cl, spatial_bias, stride, padding), n, t)
+    frames = F.conv2d(_frames(x, _channels_last(x)), spatial_weight, spatial_bias, stride, padding)
+    z = _unframe(frames, n, t).contiguous(memory_format=CL3D)
     bias = None if temporal_bias is None else temporal_bias.contiguous()
     y = _TEMPORAL[backend][0](z, temporal_weight.contiguous(), bias, relu)
-    return y.contiguous(memory_format=_output_format(x)), z
+    return y.contiguous(memory_format=_memory_format(_channels_last(x))), z
 
 
 @residual_conv2plus1d_op.register_fake
 def _(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias, stride, padding, relu, backend):
     ho, wo = _output_hw(x.shape, spatial_weight.shape[2:], stride, padding)
     shape = (x.shape[0], spatial_weight.shape[0], x.shape[2], ho, wo)
-    y = x.new_empty(shape, memory_format=_output_format(x))
+    y = x.new_empty(shape, memory_format=_memory_format(_channels_last(x)))
     return y, x.new_empty(shape, memory_format=CL3D)
 
 
@@ -239,7 +241,7 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(z)
     ctx.set_materialize_grads(False)
     ctx.x_shape = tuple(x.shape)
-    ctx.x_format = _output_format(x)
+    ctx.channels_last = _channels_last(x)
     ctx.stride, ctx.padding, ctx.relu, ctx.backend = stride, padding, relu, backend
     ctx.need_spatial = needs[_X] or needs[_SPATIAL_WEIGHT] or needs[_SPATIAL_BIAS]
 
@@ -258,18 +260,19 @@ def _backward(ctx, grad_y, grad_z_unused):
     grad_x = grad_spatial_weight = grad_spatial_bias = None
     if ctx.need_spatial:
         n, cin, t, h, w = ctx.x_shape
-        grad_frames = _frames(grad_z)
+        grad_frames = _frames(grad_z, ctx.channels_last)
         # Without x (frozen spatial weight) the input only gives its shape, as in
-        # torch.nn.grad.conv2d_input; a channels-last weight keeps oneDNN/cuDNN channels-last.
-        frames = _frames(x) if x is not None else grad_frames.new_empty(1).expand(n * t, cin, h, w)
-        weight_cl = spatial_weight.contiguous(memory_format=torch.channels_last)
+        # torch.nn.grad.conv2d_input; the weight's layout then picks oneDNN's / cuDNN's layout.
+        frames = _frames(x, ctx.channels_last) if x is not None else grad_frames.new_empty(1).expand(n * t, cin, h, w)
+        weight_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
         grad_frames_x, grad_spatial_weight, grad_spatial_bias = torch.ops.aten.convolution_backward(
-            grad_frames, frames, weight_cl, [spatial_weight.shape[0]] if needs[_SPATIAL_BIAS] else None,
+            grad_frames, frames, spatial_weight.contiguous(memory_format=weight_format),
+            [spatial_weight.shape[0]] if needs[_SPATIAL_BIAS] else None,
             ctx.stride, ctx.padding, [1, 1], False, [0, 0], 1,
             [needs[_X], needs[_SPATIAL_WEIGHT], needs[_SPATIAL_BIAS]],
         )
         if grad_frames_x is not None:
-            grad_x = _unframe(grad_frames_x, n, t).contiguous(memory_format=ctx.x_format)
+            grad_x = _unframe(grad_frames_x, n, t).contiguous(memory_format=_memory_format(ctx.channels_last))
         if grad_spatial_weight is not None:
             grad_spatial_weight = grad_spatial_weight.contiguous()
     return (grad_x, grad_spatial_weight, grad_temporal_weight, grad_spatial_bias, grad_temporal_bias,

@@ -1,0 +1,130 @@
+"""(2+1)D block (frozen spatial conv + residual temporal conv): forward and forward+backward.
+
+Shapes: the ResNet-34 stages on 12-frame chunks (DESIGN.md), batch 10 in bfloat16 on a GPU,
+batch 2 at half the spatial size in float32 on the CPU. The block is used as in the video
+model: x needs a gradient (it comes from the previous layer), the spatial weight and bias are
+frozen, the temporal weight and bias train, relu follows.
+
+Providers: "eager" is the reference in the faster of the two memory formats (contiguous or
+channels_last_3d, picked by a short timing per shape and mode; the other one is recorded as
+"eager-<format>"), "compile" is torch.compile of the reference in that format, and
+"webda-<backend>" the op on channels_last_3d input. Forward+backward rows also record the
+bytes autograd saves for backward (``saved_bytes``).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import pytest
+import torch
+
+import webda_kernels as wk
+from webda_kernels import _dispatch
+from webda_kernels.residual_conv2plus1d import SPEC
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DTYPE = torch.bfloat16 if DEVICE.type == "cuda" else torch.float32
+BATCH, FRAMES = (10, 12) if DEVICE.type == "cuda" else (2, 12)
+# (channels, spatial size) of the ResNet-34 stages; the CPU takes half the size, rounded up.
+STAGES = [(c, s if DEVICE.type == "cuda" else (s + 1) // 2) for c, s in [(64, 56), (128, 28), (256, 14), (512, 7)]]
+FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last_3d}
+MODES = ("fwd", "fwd+bwd")
+
+
+def _setup(channels: int, size: int, memory_format):
+    """Inputs of one 3x3 block (stride 1, padding 1) and the gradient of its output."""
+    gen = torch.Generator().manual_seed(channels)
+    shape = (BATCH, channels, FRAMES, size, size)
+    x = torch.randn(shape, generator=gen).to(DEVICE, DTYPE).contiguous(memory_format=memory_format)
+    scale = (9 * channels) ** -0.5
+    params = dict(
+        spatial_weight=(torch.randn(channels, channels, 3, 3, generator=gen) * scale).to(DEVICE, DTYPE),
+        temporal_weight=(torch.randn(channels, channels, 3, generator=gen) * scale).to(DEVICE, DTYPE),
+        spatial_bias=torch.randn(channels, generator=gen).to(DEVICE, DTYPE),
+        temporal_bias=torch.randn(channels, generator=gen).to(DEVICE, DTYPE),
+    )
+    params["temporal_weight"].requires_grad_()
+    params["temporal_bias"].requires_grad_()
+    x.requires_grad_()
+    grad = torch.randn(shape, generator=gen).to(DEVICE, DTYPE).contiguous(memory_format=memory_format)
+    return x, params, grad
+
+
+def _runner(fn, mode: str, x, params, grad):
+    def forward():
+        return fn(x, **params, stride=1, padding=1, activation="relu")
+
+    if mode == "fwd":
+        return lambda: forward()
+
+    def forward_backward():
+        x.grad = params["temporal_weight"].grad = params["temporal_bias"].grad = None
+        forward().backward(grad)
+
+    return forward_backward
+
+
+def _saved_bytes(fn, x, params) -> int:
+    """Bytes of the distinct storages autograd saves for backward in one forward."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(x, **params, stride=1, padding=1, activation="relu")
+    return sum(storages.values())
+
+
+def _sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@functools.lru_cache(maxsize=None)
+def _eager_format(channels: int, size: int, mode: str) -> str:
+    """The memory format in which the eager reference is faster (median of a few timed runs)."""
+    times = {}
+    for name, memory_format in FORMATS.items():
+        run = _runner(wk.reference.residual_conv2plus1d, mode, *_setup(channels, size, memory_format))
+        samples = []
+        for _ in range(5):
+            _sync()
+            start = time.perf_counter()
+            run()
+            _sync()
+            samples.append(time.perf_counter() - start)
+        times[name] = sorted(samples)[2]
+    return min(times, key=times.get)
+
+
+_compiled_reference = torch.compile(wk.reference.residual_conv2plus1d, fullgraph=True)
+PROVIDERS = ["eager", "eager-other-format", "compile"] + [
+    f"webda-{backend}" for backend in ("cpu", "triton", "cuda")
+    if backend in _dispatch.serving_backends(SPEC, DEVICE, DTYPE)
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("channels,size", STAGES)
+def test_bench_residual_conv2plus1d(measure, channels, size, mode, provider):
+    best = _eager_format(channels, size, mode)
+    if provider.startswith("webda-"):
+        memory_format_name = "channels_last"
+        backend = provider[len("webda-"):]
+        fn = functools.partial(wk.residual_conv2plus1d, backend=backend)
+    else:
+        memory_format_name = next(f for f in FORMATS if f != best) if provider == "eager-other-format" else best
+        fn = _compiled_reference if provider == "compile" else wk.reference.residual_conv2plus1d
+        if provider == "eager-other-format":
+            provider = f"eager-{memory_format_name}"
+    x, params, grad = _setup(channels, size, FORMATS[memory_format_name])
+    info = dict(memory_format=memory_format_name)
+    if mode == "fwd+bwd":
+        info["saved_bytes"] = _saved_bytes(fn, x, params)
+    group = f"residual_conv2plus1d {mode} {BATCH}x{channels}x{FRAMES}x{size}x{size} {str(DTYPE)[6:]} {DEVICE.type}"
+    measure(_runner(fn, mode, x, params, grad), group=group, provider=provider, device=DEVICE, **info)
