@@ -112,7 +112,7 @@ def test_conv2plus1d_plain_variant_is_an_identity_initialised_temporal_conv():
                                             residual=False, activation="relu")
     eye = torch.zeros(5, 5, 3, dtype=torch.float64)
     eye[:, :, 1] = torch.eye(5, dtype=torch.float64)
-    assert torch.equal(block.temporal_weight, eye) and "temporal_identity" not in block.state_dict()
+    assert torch.equal(block.temporal_weight, eye)
     x = torch.randn(2, 3, 4, 6, 6, dtype=torch.float64)
     z = _per_frame(lambda f: F.conv2d(f, block.spatial_weight, block.spatial_bias, padding=1), x)
     torch.testing.assert_close(block(x), torch.relu(z))
@@ -348,8 +348,7 @@ def test_conv2plus1d_module_under_opcheck():
     for residual in (True, False):
         block.residual = residual
         x = torch.randn(2, 3, 3, 5, 4, requires_grad=True)
-        weight = block.temporal_weight if residual else block.temporal_weight - block.temporal_identity
-        args = (x, block.spatial_weight, weight, block.spatial_bias, block.temporal_bias, list(block.stride),
+        args = (x, block.spatial_weight, block.residual_temporal_weight(), block.spatial_bias, block.temporal_bias, list(block.stride),
                 list(block.padding), True, "reference")
         torch.library.opcheck(torch.ops.webda.residual_conv2plus1d.default, args)
 

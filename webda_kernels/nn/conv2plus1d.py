@@ -32,6 +32,13 @@ def _conv2d_padding(conv2d: nn.Conv2d) -> Tuple[int, int]:
     return tuple(conv2d.padding)
 
 
+def identity_temporal_kernel(like: torch.Tensor) -> torch.Tensor:
+    """The (C, C, kt) temporal kernel of the identity map (1 at [c, c, kt // 2]), like ``like``."""
+    c, _, kt = like.shape
+    centre = (torch.arange(kt, device=like.device) == kt // 2).to(like.dtype)
+    return torch.eye(c, dtype=like.dtype, device=like.device)[:, :, None] * centre
+
+
 def fold_batchnorm(conv2d: nn.Conv2d, bn: Optional[nn.BatchNorm2d]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """(weight, bias) of the conv that computes ``bn(conv2d(x))`` with ``bn`` in eval mode.
 
@@ -71,7 +78,8 @@ class ResidualConv2Plus1d(nn.Module):
       so the block starts as the 2D conv applied frame by frame.
     - ``residual=False`` (Fig. 5a, plain (2+1)D): ``y = act(conv_t(z) + temporal_bias)`` with
       ``temporal_weight`` initialised to the identity (1 at [c, c, kt // 2]). It runs the same
-      fused op with ``temporal_weight - identity``, which is exactly the plain conv.
+      fused op with ``temporal_weight - identity`` (:meth:`residual_temporal_weight`), which
+      is exactly the plain conv.
 
     ``conv_t`` is a convolution along T with kernel ``temporal_kernel_size`` (odd), zero padding
     kt // 2, stride 1. ``bias=True`` gives the block a spatial bias (initialised as
@@ -119,10 +127,6 @@ class ResidualConv2Plus1d(nn.Module):
         self.spatial_bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self.temporal_weight = nn.Parameter(torch.empty(out_channels, out_channels, kt, **factory))
         self.temporal_bias = nn.Parameter(torch.zeros(out_channels, **factory)) if bias else None
-        identity = torch.zeros(out_channels, out_channels, kt, **factory)
-        identity[:, :, kt // 2] = torch.eye(out_channels, **factory)
-        # The plain block's weight minus this is the residual block's weight (not saved: a constant).
-        self.register_buffer("temporal_identity", identity, persistent=False)
         self.reset_parameters()
         self.freeze_spatial = freeze_spatial
 
@@ -134,7 +138,8 @@ class ResidualConv2Plus1d(nn.Module):
             bound = 1.0 / math.sqrt(self.spatial_weight[0].numel())
             nn.init.uniform_(self.spatial_bias, -bound, bound)
         with torch.no_grad():
-            self.temporal_weight.copy_(torch.zeros_like(self.temporal_identity) if self.residual else self.temporal_identity)
+            w = self.temporal_weight
+            w.copy_(torch.zeros_like(w) if self.residual else identity_temporal_kernel(w))
         if self.temporal_bias is not None:
             nn.init.zeros_(self.temporal_bias)
 
@@ -189,10 +194,15 @@ class ResidualConv2Plus1d(nn.Module):
                 block.spatial_bias.copy_(bias)
         return block
 
+    def residual_temporal_weight(self) -> torch.Tensor:
+        """The weight of the residual form y = z + conv_t(z): ``temporal_weight`` (residual), or
+        ``temporal_weight - identity`` (plain), which gives the plain block's conv_t(z)."""
+        w = self.temporal_weight
+        return w if self.residual else w - identity_temporal_kernel(w)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.temporal_weight if self.residual else self.temporal_weight - self.temporal_identity
         return residual_conv2plus1d(
-            x, self.spatial_weight, weight, self.spatial_bias, self.temporal_bias,
+            x, self.spatial_weight, self.residual_temporal_weight(), self.spatial_bias, self.temporal_bias,
             stride=self.stride, padding=self.padding, activation=self.activation, backend=self.backend,
         )
 
