@@ -254,11 +254,13 @@ def test_topk_auto_picks_cpu_only_for_large_problems(monkeypatch):
     chosen = []
     monkeypatch.setattr(tk, "topk_similarity_op", lambda query, bank, k, weight, backend: chosen.append(backend))
     monkeypatch.delenv(_dispatch.ENV_BACKEND, raising=False)
-    wk.topk_similarity(torch.randn(32, 8), torch.randn(32, 8), 3)
-    wk.topk_similarity(torch.randn(32, 8), torch.randn(tk.CPU_MIN_PAIRS // 32, 8), 3)
+    wk.topk_similarity(torch.randn(32, 8), torch.randn(32, 8), 3)  # the paper's batch
+    wk.topk_similarity(torch.randn(2, 8), torch.randn(tk.CPU_MIN_BANK, 8), 3)
+    wk.topk_similarity(torch.randn(2, 8), torch.randn(1000, 8), 1000 // tk.CPU_MIN_BANK_PER_K + 1)  # k near Nb
+    wk.topk_similarity(torch.randn(2, 8), torch.randn(1000, 8), 1000 // tk.CPU_MIN_BANK_PER_K)
     monkeypatch.setenv(_dispatch.ENV_BACKEND, "cpu")
     wk.topk_similarity(torch.randn(2, 8), torch.randn(3, 8), 3)
-    assert chosen == ["reference", "cpu", "cpu"]
+    assert chosen == ["reference", "cpu", "reference", "cpu", "cpu"]
 
 
 def test_topk_not_differentiable():

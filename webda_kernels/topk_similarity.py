@@ -34,9 +34,12 @@ SPEC = _dispatch.OpSpec(
     dtypes={"cpu": _dispatch.FLOATING, "triton": _GPU_DTYPES, "cuda": _GPU_DTYPES},
     auto={"cpu": ("cpu",)},  # cuda/triton await a GPU benchmark before auto may pick them
 )
-# ``auto`` keeps the reference below this many similarities (Nq * Nb), where the tiled path's
-# fixed costs outweigh what streaming saves (benchmarks/bench_topk_similarity.py).
-CPU_MIN_PAIRS = 1 << 14
+# ``auto`` picks "cpu" only for banks of at least max(CPU_MIN_BANK, CPU_MIN_BANK_PER_K * k)
+# rows. Below that, most scores enter the running top-k and the heap work loses to the
+# reference's sort (one thread: Nq = 32, D = 512, k = 29: reference 0.73x faster at Nb = 32,
+# cpu 1.07x at Nb = 128; k = Nb = 512: cpu 0.72x; Nb = 2048, k = 512: cpu 0.92x).
+CPU_MIN_BANK = 128
+CPU_MIN_BANK_PER_K = 8
 _SMALL_SPEC = dataclasses.replace(SPEC, auto={})
 
 # Elements of the CPU backend's similarity buffer (float32: 4 MB) and its most query rows.
@@ -216,8 +219,8 @@ def topk_similarity(
         k: how many per row, 1 <= k <= Nb.
         weight: (D, D) bilinear weight, or None for the identity (plain dot products).
         backend: "auto", "reference", "cpu", "triton" or "cuda" (see ``available_backends()``).
-            ``auto`` picks "cpu" for CPU tensors from Nq * Nb >= CPU_MIN_PAIRS on, else the
-            reference. "triton" and "cuda" serve float32/float16/bfloat16 with k <= GPU_MAX_K
+            ``auto`` picks "cpu" for CPU tensors when Nb >= max(CPU_MIN_BANK,
+            CPU_MIN_BANK_PER_K * k), else the reference. "triton" and "cuda" serve float32/float16/bfloat16 with k <= GPU_MAX_K
             and Nb <= GPU_MAX_BANK; "cpu" serves every floating dtype (half types computed
             in float32).
 
@@ -234,7 +237,7 @@ def topk_similarity(
             gradients are enabled, or a ``backend`` that cannot serve the inputs.
     """
     _check_inputs(query, bank, k, weight)
-    spec = SPEC if query.shape[0] * bank.shape[0] >= CPU_MIN_PAIRS else _SMALL_SPEC
+    spec = SPEC if bank.shape[0] >= max(CPU_MIN_BANK, CPU_MIN_BANK_PER_K * k) else _SMALL_SPEC
     resolved = _dispatch.resolve(spec, backend, query.device, query.dtype)
     if resolved in ("triton", "cuda") and (k > GPU_MAX_K or bank.shape[0] > GPU_MAX_BANK):
         raise ValueError(
