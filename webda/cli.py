@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "webda.data.cli",
     "webda.train.cli",
     "webda.evaluate",
+    "webda.demo",
+    "webda.ablate",
     "webda.cli_check",
 ]
 

@@ -1,0 +1,91 @@
+"""``webda demo``: the whole method on the generated dataset in one command, with a report.
+
+Into ``--out`` (default ``webda-demo``), for ``--preset`` tiny (about 2 minutes on 2 CPU
+cores) or small (the default, under 15 minutes):
+
+1. ``data/``: the generated webly-supervised dataset (``webda make-dataset``);
+2. shot keyframes and web/target overlap removal (``webda prepare-data``);
+3. ``image/``: stage 1, the image model with attention and domain adaptation (``webda train-image``);
+4. ``image-no-da/``: the same without domain adaptation, the "before" network of the t-SNE figure;
+5. ``video/``: stage 2, the video model from ``image/last.pt`` (``webda train-video``);
+6. ``report/``: ``report.md``, ``index.html`` and their figures (:mod:`webda.report.demo_report`).
+
+Training uses the trainer's preset of the same name (:data:`webda.config.PRESETS`) plus
+periodic evaluation for the curves; every run folder holds the usual ``config.toml``,
+``metrics.jsonl``, ``last.pt`` and ``evaluation-test.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Type
+
+from webda.config import PRESETS, ImageConfig, TrainConfig, VideoConfig, stage_of, validate
+from webda.errors import UserError
+
+# Evaluations on the target test split per training run (points of the accuracy curve).
+EVALUATIONS = 4
+
+
+def stage_config(cls: Type[TrainConfig], preset: str, **values) -> TrainConfig:
+    """Settings of one stage: the trainer's ``preset`` for that stage, then ``values``, validated."""
+    return validate(cls(**{**PRESETS[preset][stage_of(cls)], "preset": preset, **values}))
+
+
+def _eval_every(cls: Type[TrainConfig], preset: str) -> int:
+    return max(1, cls(**PRESETS[preset][stage_of(cls)]).steps // EVALUATIONS)
+
+
+def run_demo(out, preset: str = "small", seed: int = 0, progress: bool = True) -> Path:
+    """Run every step into ``out`` (new or empty); returns the report's ``report.md``."""
+    from webda.data.prepare import prepare
+    from webda.data.synthetic import generate
+    from webda.report.demo_report import DATA, IMAGE, IMAGE_NO_DA, VIDEO, build_report
+    from webda.train.engine import train
+    from webda.train.stages import STAGES
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty: pass a new --out folder (or delete this one)")
+    data = out / DATA
+    common = dict(data=str(data), seed=seed, progress=progress)
+    steps = [
+        ("generating the dataset", lambda: generate(data, preset, seed, show_progress=progress)),
+        ("shot keyframes and overlap removal", lambda: prepare(data, show_progress=progress)),
+        ("stage 1: image model (attention + domain adaptation)", lambda: train(
+            stage_config(ImageConfig, preset, out=str(out / IMAGE), eval_every=_eval_every(ImageConfig, preset),
+                         **common), STAGES["image"])),
+        ("stage 1 without domain adaptation (the t-SNE's 'before')", lambda: train(
+            stage_config(ImageConfig, preset, out=str(out / IMAGE_NO_DA), da=False, **common), STAGES["image"])),
+        ("stage 2: video model from the image model", lambda: train(
+            stage_config(VideoConfig, preset, out=str(out / VIDEO), init=str(out / IMAGE / "last.pt"),
+                         eval_every=_eval_every(VideoConfig, preset), **common), STAGES["video"])),
+        ("report", lambda: build_report(out, seed, show_progress=progress)),
+    ]
+    start = time.perf_counter()
+    for i, (title, step) in enumerate(steps, start=1):
+        print(f"[{i}/{len(steps)}] {title} ({time.perf_counter() - start:.0f} s)", flush=True)
+        result = step()
+    print(f"demo finished in {time.perf_counter() - start:.0f} s")
+    return result
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="the whole method on the generated dataset, with a report (tiny: ~2 min, small: <15 min on CPU)",
+        description=__doc__.split("\n\n")[0] + " Steps: make-dataset, overlap removal, train-image (with and "
+        "without domain adaptation), train-video, evaluate, report.",
+    )
+    parser.add_argument("--preset", choices=["tiny", "small"], default="small",
+                        help="dataset and training size (default: small)")
+    parser.add_argument("--out", default="webda-demo", help="output folder, new or empty (default: webda-demo)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the dataset and the training runs (default: 0)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    report = run_demo(args.out, args.preset, args.seed, args.progress)
+    print(f"report: {report} (also {report.with_name('index.html')})")
+    return 0
