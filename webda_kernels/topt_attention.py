@@ -24,20 +24,25 @@ device as they are, and nothing has to recompute the similarities.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Tuple
 
 import torch
 
-from webda_kernels import _dispatch, _extension, _validate, reference
+from webda_kernels import _dispatch, _extension, _validate
+from webda_kernels.topk_similarity import GPU_MAX_BANK, GPU_MAX_K, streaming_topk
 
 _GPU_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
 
 SPEC = _dispatch.OpSpec(
     name="topt_attention",
-    dtypes={"triton": _GPU_DTYPES, "cuda": _GPU_DTYPES},
-    # The GPU backends await a GPU benchmark before auto may pick them.
-    auto={},
+    dtypes={"cpu": _dispatch.FLOATING, "triton": _GPU_DTYPES, "cuda": _GPU_DTYPES},
+    auto={"cpu": ("cpu",)},  # triton/cuda await a GPU benchmark before auto may pick them
 )
+# ``auto`` keeps the reference below this many similarities (Ns * Nt), where the streaming
+# path's fixed costs outweigh what it saves (benchmarks/bench_topt_attention.py).
+CPU_MIN_PAIRS = 1 << 14
+_SMALL_SPEC = dataclasses.replace(SPEC, auto={})
 
 # Source and target batches up to this many rows run in one fused kernel (one program/block).
 FUSED_MAX_ROWS = 64
@@ -62,15 +67,30 @@ def _fits_one_program(src: torch.Tensor, tgt: torch.Tensor) -> bool:
     return 0 < src.shape[0] <= FUSED_MAX_ROWS and tgt.shape[0] <= FUSED_MAX_ROWS
 
 
-def _forward_reference(src, tgt, weight, top_t, temperature, softmax):
-    projected = _project(src, weight)
-    values, indices = reference.topk_similarity(projected, tgt.to(projected.dtype), top_t)
-    return _normalise(values.sum(dim=1), temperature, softmax, src.dtype), indices, projected
-
-
 def _forward_streaming(src, tgt, weight, top_t, temperature, softmax, backend):
-    """Project on the host, then select top_t per row with the streaming top-k of ``backend``."""
-    return _forward_reference(src, tgt, weight, top_t, temperature, softmax)
+    """Project on the host, select top_t per row with ``streaming_topk`` of ``backend`` (the
+    reference's is a full sort), then sum the selected similarities again in the accumulation
+    dtype from the float32 projection (the GPU kernels return values rounded to the inputs' dtype)."""
+    projected = _project(src, weight)
+    if backend in ("triton", "cuda"):
+        # The GPU kernels read one dtype (tensor cores for half types): the query is rounded
+        # to it, as the reference rounds src @ weight.
+        query, bank = projected.to(tgt.dtype), tgt
+        if top_t > GPU_MAX_K or tgt.shape[0] > GPU_MAX_BANK:
+            backend = "reference"  # beyond what the GPU streaming kernels keep on chip
+    else:
+        query, bank = projected, tgt.to(projected.dtype)  # CPU: half types are upcast
+    _, indices = streaming_topk(query, bank, top_t, backend)
+    scores = (bank[indices].to(projected.dtype) @ projected[:, :, None]).sum(dim=(1, 2))
+    return _normalise(scores, temperature, softmax, src.dtype), indices, projected
+
+
+def _forward_reference(src, tgt, weight, top_t, temperature, softmax):
+    return _forward_streaming(src, tgt, weight, top_t, temperature, softmax, "reference")
+
+
+def _forward_cpu(src, tgt, weight, top_t, temperature, softmax):
+    return _forward_streaming(src, tgt, weight, top_t, temperature, softmax, "cpu")
 
 
 def _forward_triton(src, tgt, weight, top_t, temperature, softmax):
@@ -99,6 +119,7 @@ def _forward_cuda(src, tgt, weight, top_t, temperature, softmax):
 
 _FORWARD = {
     "reference": _forward_reference,
+    "cpu": _forward_cpu,
     "triton": _forward_triton,
     "cuda": _forward_cuda,
 }
@@ -176,7 +197,8 @@ def _check_and_resolve(op: str, src, tgt, weight, top_t, backend: str) -> str:
         raise ValueError(f"{op}: tgt is empty; top_t needs at least one target row")
     if not 1 <= top_t <= tgt.shape[0]:
         raise ValueError(f"{op}: top_t must be in [1, Nt = {tgt.shape[0]}], got {top_t}")
-    return _dispatch.resolve(SPEC, backend, src.device, src.dtype)
+    spec = SPEC if src.shape[0] * tgt.shape[0] >= CPU_MIN_PAIRS else _SMALL_SPEC
+    return _dispatch.resolve(spec, backend, src.device, src.dtype)
 
 
 def topt_scores(src: torch.Tensor, tgt: torch.Tensor, weight: torch.Tensor, top_t: int, backend: str = "auto") -> torch.Tensor:

@@ -67,10 +67,10 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  if (tid < ns) {
-    float s = 0.0f;
+  if (tid < ns) {  // summed in double and rounded once: no float rounding error grows with top_t
+    double s = 0.0;
     for (int r = 0; r < top_t; ++r) s += picked[tid * kMaxRows + r];
-    score[tid] = s;
+    score[tid] = static_cast<float>(s);
   }
   __syncthreads();
 

@@ -62,14 +62,16 @@ def _topt_fused_kernel(
     key = tl.where(valid, key, -2147483648)  # below every real key (-inf maps above it)
     packed = (key.to(tl.int64) << 32) + (BLOCK_T - 1 - cols)[None, :].to(tl.int64)
     taken = tl.full((BLOCK_S, BLOCK_T), -2147483648, tl.int32).to(tl.int64) << 32
-    score = tl.zeros((BLOCK_S,), dtype=tl.float32)
+    selected = tl.zeros((BLOCK_S, BLOCK_T), dtype=tl.int1)
     for t_i in range(0, top_t):
         best = tl.max(packed, axis=1)
         hit = packed == best[:, None]
-        score += tl.sum(tl.where(hit, sim, 0.0), axis=1)
+        selected = selected | hit
         col = BLOCK_T - 1 - (best - ((best >> 32) << 32))
         tl.store(idx_ptr + rows * top_t + t_i, col, mask=row_ok)
         packed = tl.where(hit, taken, packed)
+    # Summed in float64 and rounded once: no float32 rounding error grows with top_t.
+    score = tl.sum(tl.where(selected, sim, 0.0).to(tl.float64), axis=1).to(tl.float32)
 
     if SOFTMAX:
         z = tl.where(row_ok, score / temperature, float("-inf"))

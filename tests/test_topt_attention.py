@@ -1,0 +1,317 @@
+"""Top-T attention: every backend against the float64 reference (outputs and the three
+gradients), odd sizes, ties, layouts, dtypes, NaN, opcheck / compile / export, bad input, module."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import webda_kernels as wk
+import webda_kernels.nn as wnn
+from webda_kernels import _dispatch
+from webda_kernels.topt_attention import SPEC
+from webda_kernels.testing import assert_matches_reference
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+INTERPRETED = _dispatch.triton_interpreted()
+
+
+def _cases():
+    for device in DEVICES:
+        for dtype in DTYPES:
+            for backend in _dispatch.serving_backends(SPEC, torch.device(device), dtype):
+                yield pytest.param(backend, device, dtype, id=f"{backend}-{device}-{str(dtype)[6:]}")
+
+
+def _sizes(backend, device):
+    """(Ns, Nt, D): the fused one-program sizes and past them; large ones where it is fast enough."""
+    sizes = [(1, 1, 1), (3, 3, 3), (33, 33, 64), (64, 64, 3), (5, 3, 257), (3, 127, 33)]
+    if device == "cuda" or backend in ("reference", "cpu"):
+        sizes += [(127, 33, 257), (33, 1000, 64), (1000, 127, 3)]
+    return sizes
+
+
+def _function(name, backend, temperature):
+    if name == "scores":
+        return (lambda s, t, w, k: wk.topt_scores(s, t, w, k, backend=backend),
+                lambda s, t, w, k: wk.reference.topt_scores(s, t, w, k))
+    return (lambda s, t, w, k: wk.topt_attention(s, t, w, k, temperature, backend=backend),
+            lambda s, t, w, k: wk.reference.topt_attention(s, t, w, k, temperature))
+
+
+def _cast(x, dtype):
+    """``x`` in ``dtype`` with ``x``'s strides (transposed, sliced and expanded layouts stay so)."""
+    base = x[tuple(slice(0, 1) if x.stride(d) == 0 else slice(None) for d in range(x.dim()))]
+    return torch.empty_strided(base.shape, base.stride(), dtype=dtype, device=x.device).copy_(base).expand(x.shape)
+
+
+def _run(fn, inputs, top_t, dtype, grad):
+    """[out, d src, d tgt, d weight] of ``fn`` on ``inputs`` cast to ``dtype``."""
+    leaves = [_cast(x.detach(), dtype).requires_grad_() for x in inputs]
+    out = fn(*leaves, top_t)
+    out.backward(grad.to(dtype))
+    return [out.detach()] + [x.grad for x in leaves]
+
+
+def _inputs(n_src, n_tgt, dim, device):
+    """float64 src, tgt, weight whose similarities are O(1)."""
+    g = lambda *shape: torch.randn(*shape, dtype=torch.float64, device=device)  # noqa: E731
+    return g(n_src, dim), g(n_tgt, dim), g(dim, dim) / dim
+
+
+def _assert_all_match(fast, oracle, inputs, top_t, dtype, what):
+    # All three runs see the same (dtype-rounded) inputs: the float64 one ranks what the others rank.
+    inputs = [_cast(_cast(x, dtype), torch.float64) for x in inputs]
+    grad = torch.randn(inputs[0].shape[0], dtype=torch.float64, device=inputs[0].device).to(dtype).double()
+    got = _run(fast, inputs, top_t, dtype, grad)
+    same = _run(oracle, inputs, top_t, dtype, grad)
+    ref64 = _run(oracle, inputs, top_t, torch.float64, grad)
+    for label, kind, a, b, c in zip(("out", "d src", "d tgt", "d weight"), ("output", "grad", "grad", "grad"),
+                                    got, same, ref64):
+        assert a.dtype == dtype and a.shape == c.shape, f"{what} {label}"
+        assert_matches_reference(a, b, c, kind, what=f"{what} {label}")
+
+
+@pytest.mark.parametrize("name", ["scores", "attention"])
+@pytest.mark.parametrize("backend,device,dtype", list(_cases()))
+def test_topt_matches_reference_on_odd_sizes(backend, device, dtype, name):
+    for n_src, n_tgt, dim in _sizes(backend, device):
+        inputs = _inputs(n_src, n_tgt, dim, device)
+        for top_t in sorted({1, max(1, round(0.9 * n_tgt)), n_tgt}):
+            # A temperature of the scores' scale keeps the softmax (and the check) well conditioned.
+            fast, oracle = _function(name, backend, temperature=float(top_t))
+            _assert_all_match(fast, oracle, inputs, top_t, dtype, f"{name} {n_src}x{n_tgt}x{dim} T={top_t}")
+
+
+@pytest.mark.parametrize("backend,device,dtype", list(_cases()))
+def test_topt_attention_sums_to_one_at_the_paper_shape(backend, device, dtype):
+    dim = 64 if backend == "triton" and INTERPRETED else 512  # the interpreter is slow
+    src, tgt, weight = (x.to(dtype) for x in _inputs(32, 32, dim, device))
+    alpha = wk.topt_attention(src, tgt, weight, 29, 2.0, backend=backend)
+    assert alpha.shape == (32,) and alpha.dtype == dtype
+    assert alpha.double().sum().item() == pytest.approx(1.0, abs=1e-2 if dtype.itemsize == 2 else 1e-6)
+
+
+@pytest.mark.parametrize("backend,device,dtype", list(_cases()))
+def test_topt_non_contiguous_inputs(backend, device, dtype):
+    n_src, dim = 7, 9
+    g = lambda *shape: torch.randn(*shape, dtype=torch.float64, device=device)  # noqa: E731
+    for n_tgt in (5, 80):  # one program, and past it
+        layouts = {
+            "transposed": (g(dim, n_src).T, g(dim, n_tgt).T, g(dim, dim).T),
+            "sliced": (g(2 * n_src, dim + 3)[::2, 2:-1], g(n_tgt, 3 * dim)[:, ::3], g(dim + 1, dim + 2)[1:, 1:-1]),
+            "expanded": ((g(n_src, 1) / dim).expand(n_src, dim), g(n_tgt, dim), (g(dim, 1) / dim).expand(dim, dim)),
+        }
+        for layout, inputs in layouts.items():
+            assert not any(x.is_contiguous() for x in (inputs[0], inputs[2]))
+            for name in ("scores", "attention"):
+                fast, oracle = _function(name, backend, temperature=3.0)
+                _assert_all_match(fast, oracle, inputs, 3, dtype, f"{name} {layout} Nt={n_tgt}")
+
+
+def _stable_oracle(src, tgt, weight, top_t):
+    """Scores whose selection breaks ties by the lower target index (a stable sort)."""
+    values, _ = wk.reference.topk_similarity(src, tgt, top_t, weight)
+    return values.sum(dim=1)
+
+
+@pytest.mark.parametrize("backend,device,dtype", list(_cases()))
+def test_topt_exact_ties_go_to_the_lower_index(backend, device, dtype):
+    # Small integers: every similarity is an exact integer in every dtype, with many ties, and
+    # duplicated target rows (one of them an expanded, stride-0 view) make the choice visible
+    # in the target gradient.
+    gen = torch.Generator().manual_seed(3)
+    for n_src, n_tgt, dim in ((4, 6, 3), (9, 70, 5)):
+        src = torch.randint(-2, 3, (n_src, dim), generator=gen).double()
+        rows = torch.randint(-1, 2, (n_tgt // 2, dim), generator=gen).double()
+        tgt = torch.cat([rows, rows, rows[:1].expand(n_tgt - 2 * (n_tgt // 2), dim)])
+        weight = torch.randint(-1, 2, (dim, dim), generator=gen).double()
+        grad = torch.arange(1, n_src + 1, dtype=torch.float64)
+        for top_t in (1, 2, n_tgt // 2, n_tgt):
+            inputs = [x.to(device) for x in (src, tgt, weight)]
+            got = _run(lambda s, t, w, k: wk.topt_scores(s, t, w, k, backend=backend), inputs, top_t, dtype, grad)
+            want = _run(_stable_oracle, inputs, top_t, torch.float64, grad)
+            for label, a, b in zip(("out", "d src", "d tgt", "d weight"), got, want):
+                # Integer arithmetic is exact in float32; the one rounding is the final cast to dtype.
+                torch.testing.assert_close(a, b.to(dtype), rtol=0, atol=0, msg=f"{n_tgt} T={top_t} {label}")
+
+
+@pytest.mark.parametrize("backend,device,dtype", list(_cases()))
+def test_topt_nan_ranks_highest_like_the_reference(backend, device, dtype):
+    for n_tgt in (6, 80):
+        src, tgt, weight = (x.to(dtype) for x in _inputs(4, n_tgt, 5, device))
+        src[1, 2] = float("nan")
+        tgt[3, 0] = float("nan")
+        got = wk.topt_scores(src, tgt, weight, 2, backend=backend)
+        want = wk.reference.topt_scores(src.double(), tgt.double(), weight.double(), 2)
+        assert torch.equal(got.isnan(), want.isnan()) and got.isnan().all()  # every row sees the NaN column
+        alpha = wk.topt_attention(src, tgt, weight, 2, backend=backend)
+        assert alpha.isnan().all()
+
+
+@pytest.mark.parametrize("backend", ["reference"] + (["cpu"] if "cpu" in SPEC.dtypes else []))
+@pytest.mark.parametrize("n_tgt", [5, 70])
+def test_topt_gradcheck_float64(backend, n_tgt):
+    src, tgt, weight = (x.requires_grad_() for x in _inputs(4, n_tgt, 3, "cpu"))
+    assert torch.autograd.gradcheck(lambda s, t, w: wk.topt_scores(s, t, w, 3, backend=backend), (src, tgt, weight))
+    assert torch.autograd.gradcheck(lambda s, t, w: wk.topt_attention(s, t, w, 3, 0.7, backend=backend),
+                                    (src, tgt, weight))
+
+
+def test_topt_gradients_only_for_inputs_that_require_them():
+    src, tgt, weight = _inputs(5, 7, 4, "cpu")
+    tgt.requires_grad_()
+    wk.topt_attention(src, tgt, weight, 3).sum().backward()
+    assert tgt.grad is not None and src.grad is None and weight.grad is None
+    with torch.no_grad():
+        assert wk.topt_scores(src, tgt, weight, 3).grad_fn is None
+
+
+@given(
+    n_src=st.integers(1, 40), n_tgt=st.integers(1, 90), dim=st.integers(1, 20),
+    fraction=st.floats(0.0, 1.0), temperature=st.floats(0.5, 10.0),
+    backend=st.sampled_from(_dispatch.machine_backends(SPEC)),
+)
+@settings(max_examples=25, deadline=None)
+def test_topt_shape_fuzz_against_the_reference(n_src, n_tgt, dim, fraction, temperature, backend):
+    top_t = max(1, round(fraction * n_tgt))
+    dtype = torch.float64 if torch.float64 in SPEC.dtypes.get(backend, {torch.float64}) else torch.float32
+    inputs = _inputs(n_src, n_tgt, dim, "cpu")
+    for name in ("scores", "attention"):
+        fast, oracle = _function(name, backend, temperature * top_t)
+        _assert_all_match(fast, oracle, inputs, top_t, dtype, f"{name} {n_src}x{n_tgt}x{dim} T={top_t}")
+
+
+@pytest.mark.parametrize("backend", _dispatch.machine_backends(SPEC))
+@pytest.mark.parametrize("softmax", [False, True])
+def test_topt_opcheck(backend, softmax):
+    dtype = torch.float64 if torch.float64 in SPEC.dtypes.get(backend, {torch.float64}) else torch.float32
+    for n_tgt in (6, 70):
+        src, tgt, weight = (x.to(dtype).requires_grad_() for x in _inputs(5, n_tgt, 4, "cpu"))
+        torch.library.opcheck(torch.ops.webda.topt_attention.default, (src, tgt.T.contiguous().T, weight, 3, 0.5,
+                                                                       softmax, backend))
+
+
+@pytest.mark.parametrize("backend,compiler", [(b, "aot_eager") for b in _dispatch.machine_backends(SPEC)]
+                         + [("auto", "inductor")])
+def test_topt_compiles_fullgraph(backend, compiler):
+    def f(src, tgt, weight):
+        return (wk.topt_attention(src, tgt, weight, 4, 0.5, backend=backend) * src.sum(1)).sum() \
+            + wk.topt_scores(src, tgt, weight, 2, backend=backend).sum()
+
+    src, tgt, weight = (x.float().requires_grad_() for x in _inputs(6, 9, 5, "cpu"))
+    compiled = torch.compile(f, fullgraph=True, backend=compiler)
+    compiled(src, tgt, weight).backward()
+    got = [x.grad.clone() for x in (src, tgt, weight)]
+    for x in (src, tgt, weight):
+        x.grad = None
+    f(src, tgt, weight).backward()
+    for a, x in zip(got, (src, tgt, weight)):
+        torch.testing.assert_close(a, x.grad)
+
+
+def test_topt_exports():
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encode = torch.nn.Linear(6, 4)
+            self.attend = wnn.TopTAttention(4, 0.9, temperature=0.5)
+
+        def forward(self, web, target):
+            return self.attend(self.encode(web), self.encode(target))
+
+    model = Model()
+    web, target = torch.randn(7, 6), torch.randn(10, 6)
+    exported = torch.export.export(model, (web, target))
+    torch.testing.assert_close(exported.module()(web, target), model(web, target))
+
+
+def _bad(**overrides):
+    args = dict(src=torch.randn(4, 3), tgt=torch.randn(5, 3), weight=torch.randn(3, 3), top_t=2)
+    args.update(overrides)
+    return args
+
+
+@pytest.mark.parametrize(
+    "args,error,match",
+    [
+        (_bad(src=torch.randn(4)), ValueError, "src must be 2-D"),
+        (_bad(tgt=torch.randn(1, 5, 3)), ValueError, "tgt must be 2-D"),
+        (_bad(src=[[1.0, 2.0, 3.0]]), TypeError, "src must be a torch.Tensor"),
+        (_bad(tgt=torch.randn(5, 4)), ValueError, "tgt has 4 features"),
+        (_bad(weight=torch.randn(3, 4)), ValueError, r"weight must be \(3, 3\)"),
+        (_bad(weight=torch.randn(9)), ValueError, "weight must be 2-D"),
+        (_bad(top_t=0), ValueError, "top_t must be in"),
+        (_bad(top_t=6), ValueError, "top_t must be in"),
+        (_bad(top_t=2.0), TypeError, "top_t must be an int"),
+        (_bad(top_t=True), TypeError, "top_t must be an int"),
+        (_bad(tgt=torch.randn(0, 3)), ValueError, "tgt is empty"),
+        (_bad(tgt=torch.randn(5, 3, dtype=torch.float64)), TypeError, "tgt has dtype"),
+        (_bad(weight=torch.randn(3, 3, device="meta")), ValueError, "weight is on meta"),
+        (_bad(src=torch.ones(4, 3, dtype=torch.int64)), TypeError, "src must be float16"),
+        (_bad(weight=torch.ones(3, 3, dtype=torch.int32)), TypeError, "weight must be float16"),
+    ],
+)
+def test_topt_bad_input(args, error, match):
+    with pytest.raises(error, match=match):
+        wk.topt_scores(**args)
+    with pytest.raises(error, match=match):
+        wk.topt_attention(**args)
+
+
+@pytest.mark.parametrize("temperature,error", [(0.0, ValueError), (-1.0, ValueError), (float("inf"), ValueError),
+                                               (float("nan"), ValueError), ("1", TypeError)])
+def test_topt_bad_temperature(temperature, error):
+    with pytest.raises(error, match="temperature"):
+        wk.topt_attention(**_bad(), temperature=temperature)
+
+
+def test_topt_bad_backend():
+    with pytest.raises(ValueError, match="not one of"):
+        wk.topt_scores(**_bad(), backend="fast")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="backends that can"):
+            wk.topt_scores(**_bad(), backend="cuda")
+    as_double = {name: x.double() for name, x in _bad().items() if isinstance(x, torch.Tensor)}
+    with pytest.raises(ValueError, match="backends that can"):  # no Triton kernel takes float64
+        wk.topt_scores(**_bad(**as_double), backend="triton")
+
+
+def test_topt_empty_source_batch():
+    src = torch.randn(0, 3, requires_grad=True)
+    tgt = torch.randn(4, 3, requires_grad=True)
+    out = wk.topt_attention(src, tgt, torch.eye(3), 2)
+    assert out.shape == (0,)
+    out.sum().backward()
+    assert torch.equal(tgt.grad, torch.zeros(4, 3))
+
+
+def test_topt_module_fraction_rule_identity_init_and_gradients():
+    layer = wnn.TopTAttention(8, 0.9, temperature=0.5)
+    assert torch.equal(layer.weight, torch.eye(8)) and layer.weight.requires_grad
+    assert [layer.top_t_for(n) for n in (1, 2, 10, 32, 33)] == [1, 2, 9, 29, 30]
+    assert repr(layer) == "TopTAttention(dim=8, top_t=0.9, temperature=0.5)"
+    src, tgt = torch.randn(6, 8), torch.randn(32, 8)
+    alpha = layer(src, tgt)
+    torch.testing.assert_close(alpha, wk.reference.topt_attention(src, tgt, torch.eye(8), 29, 0.5))
+    (alpha * torch.arange(6.0)).sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+    assert wnn.TopTAttention(8, 3).top_t_for(32) == 3
+    half = wnn.TopTAttention(8, 1.0)  # float32 W, bfloat16 inputs: W is cast, its gradient stays float32
+    half(src.bfloat16(), tgt.bfloat16()).max().backward()
+    assert half.weight.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "kwargs,error",
+    [(dict(dim=0, top_t=1), ValueError), (dict(dim=4, top_t=0), ValueError), (dict(dim=4, top_t=1.5), ValueError),
+     (dict(dim=4, top_t=0.0), ValueError), (dict(dim=4, top_t="all"), TypeError),
+     (dict(dim=4, top_t=2, temperature=0.0), ValueError)],
+)
+def test_topt_module_bad_arguments(kwargs, error):
+    with pytest.raises(error):
+        wnn.TopTAttention(**kwargs)
+    layer = wnn.TopTAttention(4, 5)
+    with pytest.raises(ValueError, match="top_t must be in"):
+        layer(torch.randn(2, 4), torch.randn(3, 4))
