@@ -35,8 +35,8 @@ def _slow(backend, device):
 
 @pytest.fixture(autouse=True)
 def small_cpu_tiles(monkeypatch):
-    """CPU tiles of 8 query rows x 64 bank rows, so small problems span many tiles and blocks."""
-    monkeypatch.setattr(tk, "_CPU_BUFFER_ELEMENTS", 512)
+    """CPU tiles of 8 query rows x 4096 / max(8, D) bank rows: small problems span many tiles."""
+    monkeypatch.setattr(tk, "_CPU_BUFFER_ELEMENTS", 4096)
     monkeypatch.setattr(tk, "_CPU_MAX_ROWS", 8)
 
 

@@ -12,7 +12,7 @@ above everything, then larger values, then the lower bank index among equal valu
 (-0.0 and 0.0 are equal). The fast backends never hold the (Nq, Nb) matrix:
 
 - ``cpu``: torch.mm computes one (rows, tile) block of similarities at a time into a reused
-  buffer (about 4 MB) and the C++ kernel folds it into each row's running top-k;
+  buffer (at most 32 MB) and the C++ kernel folds it into each row's running top-k;
 - ``triton`` / ``cuda``: one kernel computes similarity tiles in registers / shared memory
   and keeps a running top-k per row and bank chunk as packed 64-bit keys (see
   ``pack_keys``); the (Nq, chunks * k) partial keys are merged by ``torch.topk`` and decoded.
@@ -42,8 +42,11 @@ CPU_MIN_BANK = 128
 CPU_MIN_BANK_PER_K = 8
 _SMALL_SPEC = dataclasses.replace(SPEC, auto={})
 
-# Elements of the CPU backend's similarity buffer (float32: 4 MB) and its most query rows.
-_CPU_BUFFER_ELEMENTS = 1 << 20
+# Elements of the CPU backend's similarity buffer (float32: 32 MB) and of a half-precision bank
+# tile's float32 copy; and its most query rows. Few large tiles mean few thread barriers,
+# which decide the time on a busy machine (bank shape, 2 threads, load 15: 2.9 s with 2^20
+# elements, 1.1 s with 2^23); one thread on a quieter one timed 2^16 .. 2^21 the same.
+_CPU_BUFFER_ELEMENTS = 1 << 23
 _CPU_MAX_ROWS = 1024
 # The GPU kernels keep k (rounded up to a power of two) keys per row on chip.
 GPU_MAX_K = 256
@@ -68,7 +71,7 @@ def _streaming_cpu(query: torch.Tensor, bank: torch.Tensor, k: int) -> Tuple[tor
     values = query.new_empty((n_query, k))
     indices = query.new_empty((n_query, k), dtype=torch.int64)
     rows = min(n_query, _CPU_MAX_ROWS)
-    cols = min(n_bank, max(_CPU_BUFFER_ELEMENTS // rows, 1))
+    cols = min(n_bank, max(_CPU_BUFFER_ELEMENTS // max(rows, query.shape[1]), 1))
     buffer = query.new_empty(rows * cols)
     for r0 in range(0, n_query, rows):
         r1 = min(r0 + rows, n_query)
