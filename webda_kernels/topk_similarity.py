@@ -36,10 +36,11 @@ SPEC = _dispatch.OpSpec(
 )
 # ``auto`` picks "cpu" only for banks of at least max(CPU_MIN_BANK, CPU_MIN_BANK_PER_K * k)
 # rows. Below that, most scores enter the running top-k and the heap work loses to the
-# reference's sort (one thread: Nq = 32, D = 512, k = 29: reference 0.73x faster at Nb = 32,
-# cpu 1.07x at Nb = 128; k = Nb = 512: cpu 0.72x; Nb = 2048, k = 512: cpu 0.92x).
+# reference's sort. Speed of cpu over the reference, one thread: Nq = 32, D = 512, k = 29:
+# 0.85x at Nb = 32 and 64, 1.30x at Nb = 128; D = 128, Nq = 32: k = Nb = 512 0.83x,
+# Nb = 256 k = 128 0.98x, Nb = 512 k = 128 1.53x, Nb = 2048 k = 512 1.47x.
 CPU_MIN_BANK = 128
-CPU_MIN_BANK_PER_K = 8
+CPU_MIN_BANK_PER_K = 4
 _SMALL_SPEC = dataclasses.replace(SPEC, auto={})
 
 # Elements of the CPU backend's similarity buffer (float32: 32 MB) and of a half-precision bank
@@ -73,16 +74,18 @@ def _streaming_cpu(query: torch.Tensor, bank: torch.Tensor, k: int) -> Tuple[tor
     rows = min(n_query, _CPU_MAX_ROWS)
     cols = min(n_bank, max(_CPU_BUFFER_ELEMENTS // max(rows, query.shape[1]), 1))
     buffer = query.new_empty(rows * cols)
+    keys = query.new_empty((rows, k), dtype=torch.int64)  # the running top-k's rank keys
     for r0 in range(0, n_query, rows):
         r1 = min(r0 + rows, n_query)
-        block_values, block_indices = values[r0:r1], indices[r0:r1]
+        block_indices = indices[r0:r1]
         for c0 in range(0, n_bank, cols):
             c1 = min(c0 + cols, n_bank)
             scores = buffer[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)
             torch.mm(query[r0:r1], bank[c0:c1].to(acc).T, out=scores)
-            module.topk_similarity_update(scores.data_ptr(), r1 - r0, c1 - c0, c0, block_values.data_ptr(),
+            module.topk_similarity_update(scores.data_ptr(), r1 - r0, c1 - c0, c0, keys.data_ptr(),
                                           block_indices.data_ptr(), k, code)
-        module.topk_similarity_finalize(block_values.data_ptr(), block_indices.data_ptr(), r1 - r0, k, code)
+        module.topk_similarity_finalize(keys.data_ptr(), block_indices.data_ptr(), values[r0:r1].data_ptr(), r1 - r0,
+                                        k, code)
     return values.to(bank.dtype), indices
 
 
@@ -223,9 +226,9 @@ def topk_similarity(
         weight: (D, D) bilinear weight, or None for the identity (plain dot products).
         backend: "auto", "reference", "cpu", "triton" or "cuda" (see ``available_backends()``).
             ``auto`` picks "cpu" for CPU tensors when Nb >= max(CPU_MIN_BANK,
-            CPU_MIN_BANK_PER_K * k), else the reference. "triton" and "cuda" serve float32/float16/bfloat16 with k <= GPU_MAX_K
-            and Nb <= GPU_MAX_BANK; "cpu" serves every floating dtype (half types computed
-            in float32).
+            CPU_MIN_BANK_PER_K * k), else the reference. "triton" and "cuda" serve
+            float32/float16/bfloat16 with k <= GPU_MAX_K and Nb <= GPU_MAX_BANK; "cpu" serves
+            every floating dtype (half types computed in float32).
 
     Returns:
         ``(values, indices)``: values (Nq, k) in the inputs' dtype and int64 indices (Nq, k)

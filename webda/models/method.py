@@ -46,7 +46,8 @@ class WebDAModel(nn.Module):
     ``labeled``: names of the labeled branches. ``pairs``: domain pairs, each given its own
     discriminator (empty: no domain adaptation, no discriminator built). ``attention``: a
     dict of :class:`WebAttention` arguments (``top_t``, ``temperature``, ``bank_size``), or
-    None for uniform weights. ``grl_steps``: length of the DANN schedule (training steps).
+    None for uniform weights. ``grl_steps``: length of the DANN schedule (training steps);
+    ``grl_max``: the coefficient it rises to.
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class WebDAModel(nn.Module):
         beta: float = 0.5,
         discriminator_hidden: int = 128,
         grl_steps: int = 1000,
+        grl_max: float = 1.0,
     ):
         super().__init__()
         if not labeled:
@@ -70,7 +72,7 @@ class WebDAModel(nn.Module):
         self.discriminators = nn.ModuleDict(
             {pair_name(p): MultiLayerDiscriminator(taps, discriminator_hidden) for p in self.pairs}
         )
-        self.grl = WarmStartGradientReversal(max_iters=grl_steps) if self.pairs else None
+        self.grl = WarmStartGradientReversal(hi=grl_max, max_iters=grl_steps) if self.pairs else None
 
     @property
     def branches(self) -> Tuple[str, ...]:

@@ -10,6 +10,7 @@ at the end, and ``--resume`` from ``OUT/last.pt``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -43,9 +44,19 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_kernels(mode: str) -> None:
-    """``reference``: every webda_kernels op runs its pure-PyTorch reference; ``auto``: fastest."""
+@contextlib.contextmanager
+def kernels(mode: str):
+    """Within the block, ``reference`` runs every webda_kernels op as its pure-PyTorch
+    reference and ``auto`` as its fastest backend (``WEBDA_KERNELS_BACKEND``, restored after)."""
+    before = os.environ.get(KERNELS_ENV)
     os.environ[KERNELS_ENV] = mode
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[KERNELS_ENV]
+        else:
+            os.environ[KERNELS_ENV] = before
 
 
 def lr_factor(step: int, warmup: int, steps: int) -> float:
@@ -97,10 +108,10 @@ def _resume_state(cfg: TrainConfig, out: Path) -> Optional[dict]:
 
 def train(cfg: TrainConfig, stage: Stage) -> dict:
     """Run (or resume) one stage; returns the final evaluation report (on every rank)."""
-    set_kernels(cfg.kernels)
     device = distributed.init(pick_device(cfg.device).type)
     try:
-        return _train(cfg, stage, device)
+        with kernels(cfg.kernels):
+            return _train(cfg, stage, device)
     finally:
         distributed.shutdown()
 
@@ -113,10 +124,14 @@ def _train(cfg: TrainConfig, stage: Stage, device: torch.device) -> dict:
     if main:
         write_toml(cfg, out / "config.toml")
 
+    if not main:  # rank 0 fills the keyframe cache first
+        distributed.barrier()
     data = stage.data(cfg)
+    if main:
+        distributed.barrier()
     classes = list(data.prepared.classes)
     torch.manual_seed(cfg.seed)
-    model = stage.model(cfg, classes, world).to(device)
+    model = stage.method(cfg, stage.network(cfg, classes), world).to(device)
     groups = stage.param_groups(model, cfg)
     optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))

@@ -26,11 +26,13 @@ from webda.train.data import image_stage, prepare_data, video_stage
 
 @dataclass(frozen=True)
 class Stage:
-    """``data(cfg) -> StageData``; ``model(cfg, classes, world_size) -> WebDAModel``;
-    ``batch_sizes(cfg) -> {branch: per-rank batch}``; ``param_groups(model, cfg)`` for SGD."""
+    """``data(cfg) -> StageData``; ``network(cfg, classes)`` -> the network training starts
+    from; ``method(cfg, net, world_size) -> WebDAModel`` around it; ``batch_sizes(cfg) ->
+    {branch: per-rank batch}``; ``param_groups(model, cfg)`` for SGD."""
 
     data: Callable
-    model: Callable
+    network: Callable
+    method: Callable
     batch_sizes: Callable
     video_model: bool
 
@@ -59,24 +61,30 @@ def _attention(cfg: TrainConfig, world_size: int):
     return dict(top_t=top_t, temperature=cfg.attention_temperature, bank_size=cfg.bank_size)
 
 
-def _image_model(cfg: ImageConfig, classes: List[str], world_size: int) -> WebDAModel:
+def _image_network(cfg: ImageConfig, classes: List[str]) -> nn.Module:
     net = build_resnet(cfg.arch, len(classes))
     if cfg.pretrained:
         load_torchvision_weights(net, cfg.pretrained)
+    return net
+
+
+def _image_method(cfg: ImageConfig, net: nn.Module, world_size: int) -> WebDAModel:
     labeled = [b for b, flag in (("image", "I"), ("frame", "F")) if flag in cfg.branches]
     pairs = [p for p in IMAGE_PAIRS if cfg.da and all(b in labeled + ["target"] for b in p)]
-    return WebDAModel(net, labeled, pairs, _attention(cfg, world_size), cfg.beta, cfg.discriminator_hidden, cfg.steps)
+    return WebDAModel(net, labeled, pairs, _attention(cfg, world_size), cfg.beta, cfg.discriminator_hidden, cfg.steps,
+                      cfg.grl_max)
 
 
 IMAGE_STAGE = Stage(
     data=lambda cfg: image_stage(cfg, prepare_data(cfg)),
-    model=_image_model,
+    network=_image_network,
+    method=_image_method,
     batch_sizes=lambda cfg: {"image": cfg.batch_image, "frame": cfg.batch_frame, "target": cfg.batch_target},
     video_model=False,
 )
 
 
-def image_network(cfg: VideoConfig, classes: List[str]) -> nn.Module:
+def _image_network_for_video(cfg: VideoConfig, classes: List[str]) -> nn.Module:
     """The 2D network stage 2 starts from: the stage-1 checkpoint's, or a fresh one."""
     if cfg.init == "scratch":
         return build_resnet(cfg.arch, len(classes))
@@ -94,17 +102,24 @@ def image_network(cfg: VideoConfig, classes: List[str]) -> nn.Module:
     return net
 
 
-def _video_model(cfg: VideoConfig, classes: List[str], world_size: int) -> WebDAModel:
-    net = to_video(image_network(cfg, classes), residual=cfg.residual, temporal_kernel=cfg.temporal_kernel,
-                   freeze_spatial=cfg.init != "scratch")
+def _video_network(cfg: VideoConfig, classes: List[str]) -> nn.Module:
+    return to_video(_image_network_for_video(cfg, classes), residual=cfg.residual,
+                    temporal_kernel=cfg.temporal_kernel, freeze_spatial=cfg.init != "scratch")
+
+
+def _video_method(cfg: VideoConfig, net: nn.Module, world_size: int) -> WebDAModel:
     pairs = list(VIDEO_PAIRS) if cfg.da else []
     return WebDAModel(net, ["video"], pairs, _attention(cfg, world_size), cfg.beta, cfg.discriminator_hidden,
-                      cfg.steps)
+                      cfg.steps, cfg.grl_max)
+
 
 
 VIDEO_STAGE = Stage(
     data=lambda cfg: video_stage(cfg, prepare_data(cfg)),
-    model=_video_model,
+    network=_video_network,
+    method=_video_method,
     batch_sizes=lambda cfg: {"video": cfg.batch_video, "target": cfg.batch_target},
     video_model=True,
 )
+
+STAGES = {"image": IMAGE_STAGE, "video": VIDEO_STAGE}
