@@ -44,3 +44,28 @@ def tiny_prepared(tiny_dataset, tmp_path_factory):
 
     return prepare(tiny_dataset, tmp_path_factory.mktemp("tiny_cache"), show_progress=False)
 # ---- end of data fixtures ----
+
+
+# ---- training fixtures (webda.train; shared by tests/test_train_*.py and tests/test_cli_*.py) ----
+def tiny_train_flags(data, out, cache):
+    """Flags of a seconds-long run on the tiny dataset (both stages accept them)."""
+    return ["--data", str(data), "--out", str(out), "--cache-dir", str(cache), "--preset", "tiny", "--size", "32",
+            "--batch-target", "8", "--workers", "0", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def tiny_train_cache(tmp_path_factory):
+    """Keyframe cache of the training tests (kept out of the shared dataset folder)."""
+    return tmp_path_factory.mktemp("train_cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_image_run(tiny_dataset, tiny_train_cache, tmp_path_factory):
+    """Output folder of a 6-step ``webda train-image`` run on :func:`tiny_dataset` (holds last.pt)."""
+    from webda.cli import main
+
+    out = tmp_path_factory.mktemp("image_run")
+    flags = tiny_train_flags(tiny_dataset, out, tiny_train_cache)
+    assert main(["train-image", *flags, "--steps", "6", "--batch-image", "8", "--batch-frame", "8"]) == 0
+    return out
+# ---- end of training fixtures ----
