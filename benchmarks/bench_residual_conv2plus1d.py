@@ -8,8 +8,8 @@ frozen, the temporal weight and bias train, relu follows.
 Providers: "eager" is the reference in the faster of the two memory formats (contiguous or
 channels_last_3d, picked by a short timing per shape and mode; the other one is recorded as
 "eager-<format>"), "compile" is torch.compile of the reference in that format, and
-"webda-<backend>" the op on channels_last_3d input. Forward+backward rows also record the
-bytes autograd saves for backward (``saved_bytes``).
+"webda-<backend>" the op in its own faster format (the op runs the spatial conv in x's
+layout). Forward+backward rows also record the bytes autograd saves (``saved_bytes``).
 """
 
 from __future__ import annotations
@@ -84,12 +84,18 @@ def _sync():
         torch.cuda.synchronize()
 
 
+def _function(provider: str):
+    if provider.startswith("webda-"):
+        return functools.partial(wk.residual_conv2plus1d, backend=provider[len("webda-"):])
+    return _compiled_reference if provider == "compile" else wk.reference.residual_conv2plus1d
+
+
 @functools.lru_cache(maxsize=None)
-def _eager_format(channels: int, size: int, mode: str) -> str:
-    """The memory format in which the eager reference is faster (median of a few timed runs)."""
+def _faster_format(provider: str, channels: int, size: int, mode: str) -> str:
+    """The memory format in which ``provider`` runs faster (median of a few timed runs)."""
     times = {}
     for name, memory_format in FORMATS.items():
-        run = _runner(wk.reference.residual_conv2plus1d, mode, *_setup(channels, size, memory_format))
+        run = _runner(_function(provider), mode, *_setup(channels, size, memory_format))
         samples = []
         for _ in range(5):
             _sync()
@@ -112,16 +118,13 @@ PROVIDERS = ["eager", "eager-other-format", "compile"] + [
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("channels,size", STAGES)
 def test_bench_residual_conv2plus1d(measure, channels, size, mode, provider):
-    best = _eager_format(channels, size, mode)
-    if provider.startswith("webda-"):
-        memory_format_name = "channels_last"
-        backend = provider[len("webda-"):]
-        fn = functools.partial(wk.residual_conv2plus1d, backend=backend)
-    else:
-        memory_format_name = next(f for f in FORMATS if f != best) if provider == "eager-other-format" else best
-        fn = _compiled_reference if provider == "compile" else wk.reference.residual_conv2plus1d
-        if provider == "eager-other-format":
-            provider = f"eager-{memory_format_name}"
+    # eager and compile run in eager's faster format; a webda backend in its own faster one.
+    owner = provider if provider.startswith("webda-") else "eager"
+    memory_format_name = _faster_format(owner, channels, size, mode)
+    if provider == "eager-other-format":
+        memory_format_name = next(f for f in FORMATS if f != memory_format_name)
+        provider = f"eager-{memory_format_name}"
+    fn = _function(provider)
     x, params, grad = _setup(channels, size, FORMATS[memory_format_name])
     info = dict(memory_format=memory_format_name)
     if mode == "fwd+bwd":

@@ -64,7 +64,7 @@ def _temporal_backward_reference(grad_y, z, y, weight, relu, need_weight, need_b
         False, [0, 0, 0], 1, [True, need_weight, need_bias],
     )
     grad_z = (g + grad_conv).contiguous(memory_format=CL3D)
-    return grad_z, None if grad_weight is None else grad_weight[:, :, :, 0, 0], grad_bias
+    return grad_z, None if grad_weight is None else grad_weight[:, :, :, 0, 0].contiguous(), grad_bias
 
 
 def _pointer(t: Optional[torch.Tensor]) -> int:
@@ -193,8 +193,8 @@ def residual_conv2plus1d_op(
 def _(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias, stride, padding, relu, backend):
     ho, wo = _output_hw(x.shape, spatial_weight.shape[2:], stride, padding)
     shape = (x.shape[0], spatial_weight.shape[0], x.shape[2], ho, wo)
-    y = x.new_empty(shape, memory_format=_memory_format(_channels_last(x)))
-    return y, x.new_empty(shape, memory_format=CL3D)
+    y = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(_channels_last(x)))
+    return y, torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=CL3D)
 
 
 @torch.library.custom_op("webda::residual_conv2plus1d_temporal_backward", mutates_args=())
@@ -221,7 +221,7 @@ def residual_conv2plus1d_temporal_backward(
 
 @residual_conv2plus1d_temporal_backward.register_fake
 def _(grad_y, z, y, temporal_weight, relu, need_weight, need_bias, backend):
-    grads = [z.new_empty(z.shape, memory_format=CL3D)]
+    grads = [torch.empty_like(z, memory_format=CL3D)]
     if need_weight:
         grads.append(temporal_weight.new_empty(temporal_weight.shape))
     if need_bias:
@@ -301,6 +301,8 @@ def _check_shapes(x, spatial_weight, temporal_weight, spatial_bias, temporal_bia
     if x.shape[1] != cin:
         raise ValueError(f"{op}: x has {x.shape[1]} channels but spatial_weight {tuple(spatial_weight.shape)} "
                          f"expects {cin} (spatial_weight is (C, Cin, kh, kw))")
+    if min(x.shape[2:]) == 0:
+        raise ValueError(f"{op}: x must have at least one frame, row and column, got shape {tuple(x.shape)}")
     if c == 0 or cin == 0:
         raise ValueError(f"{op}: spatial_weight must have at least one input and output channel, "
                          f"got {tuple(spatial_weight.shape)}")

@@ -28,7 +28,7 @@ namespace {
 // A micro-tile is kRows rows x kVectors vectors of output columns, held in registers.
 #if defined(__AVX512F__)
 constexpr int kVectorBytes = 64;
-constexpr int kRows = 8;
+constexpr int kRows = 12;
 #else
 constexpr int kVectorBytes = 32;
 constexpr int kRows = 6;
@@ -125,6 +125,7 @@ void residual_conv(const T* src, const T* packed, const T* bias, T* out, const S
         V acc[kRows][kVectors] = {};
         for (int64_t j = 0; j < s.kt; ++j) {
           const int64_t shift = (j - s.pad()) * s.hw;
+          if (m0 + shift >= rows || m0 + valid - 1 + shift < 0) continue;  // the tap reads only padding
           const T* a[kRows];
           for (int r = 0; r < kRows; ++r) {  // rows past the end repeat the last one, unstored
             const int64_t m = m0 + std::min<int64_t>(r, valid - 1) + shift;
@@ -254,8 +255,8 @@ void residual_temporal_backward(uintptr_t grad_y, uintptr_t z, uintptr_t y, uint
                                 uintptr_t grad_weight, uintptr_t grad_bias, int64_t n, int64_t c, int64_t t,
                                 int64_t hw, int64_t kt, bool relu, int dtype) {
   const Shape s = checked_shape("residual_temporal_backward", n, c, t, hw, kt, dtype);
-  check(!relu || y != 0, "residual_temporal_backward: relu needs the forward output y");
   if (n * t * hw == 0) return;  // grad_weight and grad_bias arrive zero-filled
+  check(!relu || y != 0, "residual_temporal_backward: relu needs the forward output y");
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     const int64_t numel = n * t * hw * c;
