@@ -48,6 +48,9 @@ def _topt_attention_case(backend: str, device: torch.device, dtype: torch.dtype,
         src64, grad64 = (torch.randn(n, dtype=dtype, device=device).double() for n in ((n_src, dim), n_src))
         tgt64 = torch.randn(dim, n_tgt, dtype=dtype, device=device).double().T  # non-contiguous
         weight64 = (torch.randn(dim, dim, dtype=torch.float64, device=device) / dim).to(dtype).double()
+        if n_tgt > 64:  # streaming: the GPU rounds src @ weight to dtype, keep it exact (a signed permutation / 2)
+            signs = torch.randint(0, 2, (dim, 1), dtype=torch.float64, device=device) * 2 - 1
+            weight64 = torch.eye(dim, dtype=torch.float64, device=device)[torch.randperm(dim, device=device)] * signs / 2
         top_t = max(1, round(0.9 * n_tgt))
         functions = (
             ("scores", lambda s, t, w, b: wk.topt_scores(s, t, w, top_t, backend=b), wk.reference.topt_scores, ()),

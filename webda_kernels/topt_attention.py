@@ -64,24 +64,26 @@ def _normalise(scores: torch.Tensor, temperature: float, softmax: bool, dtype: t
 
 
 def _fits_one_program(src: torch.Tensor, tgt: torch.Tensor) -> bool:
-    return 0 < src.shape[0] <= FUSED_MAX_ROWS and tgt.shape[0] <= FUSED_MAX_ROWS
+    return src.shape[0] <= FUSED_MAX_ROWS and tgt.shape[0] <= FUSED_MAX_ROWS
 
 
 def _forward_streaming(src, tgt, weight, top_t, temperature, softmax, backend):
     """Project on the host, select top_t per row with ``streaming_topk`` of ``backend`` (the
-    reference's is a full sort), then sum the selected similarities again in the accumulation
-    dtype from the float32 projection (the GPU kernels return values rounded to the inputs' dtype)."""
+    reference's is a full sort) and sum the selected similarities in the accumulation dtype."""
     projected = _project(src, weight)
+    if backend in ("triton", "cuda") and (top_t > GPU_MAX_K or tgt.shape[0] > GPU_MAX_BANK):
+        backend = "reference"  # beyond what the GPU streaming kernels keep on chip
     if backend in ("triton", "cuda"):
         # The GPU kernels read one dtype (tensor cores for half types): the query is rounded
         # to it, as the reference rounds src @ weight.
         query, bank = projected.to(tgt.dtype), tgt
-        if top_t > GPU_MAX_K or tgt.shape[0] > GPU_MAX_BANK:
-            backend = "reference"  # beyond what the GPU streaming kernels keep on chip
     else:
         query, bank = projected, tgt.to(projected.dtype)  # CPU: half types are upcast
-    _, indices = streaming_topk(query, bank, top_t, backend)
-    scores = (bank[indices].to(projected.dtype) @ projected[:, :, None]).sum(dim=(1, 2))
+    values, indices = streaming_topk(query, bank, top_t, backend)
+    if values.dtype == projected.dtype:
+        scores = values.sum(dim=1)
+    else:  # half-precision values from a GPU kernel: sum the selected similarities in float32
+        scores = (bank[indices].to(projected.dtype) @ projected[:, :, None]).sum(dim=(1, 2))
     return _normalise(scores, temperature, softmax, src.dtype), indices, projected
 
 
