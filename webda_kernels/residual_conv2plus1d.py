@@ -5,10 +5,11 @@ with ``conv_t`` a (C, C, kt) convolution along T (zero padding kt // 2, stride 1
 
 The spatial conv stays on the vendor library through torch (oneDNN / cuDNN on the N*T
 frames, in x's layout: channels-last frames for a channels_last_3d x, else contiguous ones,
-so a caller picks the faster one as for torch's own convolutions). The temporal part runs fused on a backend, with z, y and their
-gradients as (N, C, T, H, W) tensors in ``torch.channels_last_3d`` memory format (rows of C
-contiguous channels), where the temporal conv is an (N*T*H*W, C*kt) x (C*kt, C) implicit GEMM.
-Every backend implements the pair in ``_TEMPORAL[backend]``:
+so a caller picks the faster one as for torch's own convolutions). The temporal part runs
+fused on a backend, with z, y and their gradients as (N, C, T, H, W) tensors in
+``torch.channels_last_3d`` memory format (rows of C contiguous channels), where the temporal
+conv is an (N*T*H*W, C*kt) x (C*kt, C) implicit GEMM. Every backend implements the pair in
+``_TEMPORAL[backend]``:
 
 - ``forward(z, weight, bias, relu) -> y``: ``y = act(z + conv_t(z) + bias)``, channels_last_3d;
 - ``backward(grad_y, z, y, weight, relu, need_weight, need_bias) -> (grad_z, grad_weight,
@@ -94,26 +95,27 @@ def _temporal_backward_extension(part, grad_y, z, y, weight, relu, need_weight, 
         _pointer(grad_weight), _pointer(grad_bias), n, c, t, h * w, weight.shape[2], relu,
         _extension.dtype_code(z), *stream,
     )
-    cast = lambda g: None if g is None else g.to(weight.dtype)  # noqa: E731
-    return grad_z, cast(grad_weight), cast(grad_bias)
+    return grad_z, _cast(grad_weight, weight.dtype), _cast(grad_bias, weight.dtype)
 
 
-def _float(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    return None if t is None else t.float()
+def _cast(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    return None if t is None else t.to(dtype)
 
 
+# The CPU kernel computes in float32 or float64: half types are upcast around it.
 def _temporal_forward_cpu(z, weight, bias, relu):
     if z.dtype in _HALF:
-        return _temporal_forward_extension("cpu", z.float(), weight.float(), _float(bias), relu).to(z.dtype)
+        f32 = torch.float32
+        return _temporal_forward_extension("cpu", z.float(), weight.float(), _cast(bias, f32), relu).to(z.dtype)
     return _temporal_forward_extension("cpu", z, weight, bias, relu)
 
 
 def _temporal_backward_cpu(grad_y, z, y, weight, relu, need_weight, need_bias):
     if z.dtype in _HALF:
         grads = _temporal_backward_extension(
-            "cpu", grad_y.float(), z.float(), _float(y), weight.float(), relu, need_weight, need_bias
+            "cpu", grad_y.float(), z.float(), _cast(y, torch.float32), weight.float(), relu, need_weight, need_bias
         )
-        return tuple(None if g is None else g.to(z.dtype) for g in grads)
+        return tuple(_cast(g, z.dtype) for g in grads)
     return _temporal_backward_extension("cpu", grad_y, z, y, weight, relu, need_weight, need_bias)
 
 
@@ -263,7 +265,10 @@ def _backward(ctx, grad_y, grad_z_unused):
         grad_frames = _frames(grad_z, ctx.channels_last)
         # Without x (frozen spatial weight) the input only gives its shape, as in
         # torch.nn.grad.conv2d_input; the weight's layout then picks oneDNN's / cuDNN's layout.
-        frames = _frames(x, ctx.channels_last) if x is not None else grad_frames.new_empty(1).expand(n * t, cin, h, w)
+        if x is None:
+            frames = grad_frames.new_empty(1).expand(n * t, cin, h, w)
+        else:
+            frames = _frames(x, ctx.channels_last)
         weight_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
         grad_frames_x, grad_spatial_weight, grad_spatial_bias = torch.ops.aten.convolution_backward(
             grad_frames, frames, spatial_weight.contiguous(memory_format=weight_format),
@@ -295,7 +300,7 @@ def _pair(op: str, name: str, value, minimum: int) -> List[int]:
     return values
 
 
-def _check_shapes(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias, stride, padding) -> None:
+def _check_shapes(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias, padding) -> None:
     op = "residual_conv2plus1d"
     c, cin = spatial_weight.shape[:2]
     if x.shape[1] != cin:
@@ -369,7 +374,7 @@ def residual_conv2plus1d(
     padding_pair = _pair(op, "padding", padding, 0)
     if activation not in (None, "relu"):
         raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
-    _check_shapes(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias, stride_pair, padding_pair)
+    _check_shapes(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias, padding_pair)
     resolved = _dispatch.resolve(SPEC, backend, x.device, x.dtype)
     y, _ = residual_conv2plus1d_op(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias,
                                    stride_pair, padding_pair, activation == "relu", resolved)
