@@ -50,25 +50,27 @@ def run_demo(out, preset: str = "small", seed: int = 0, progress: bool = True) -
         raise UserError(f"{out} is not empty: pass a new --out folder (or delete this one)")
     data = out / DATA
     common = dict(data=str(data), seed=seed, progress=progress)
-    steps = [
-        ("generating the dataset", lambda: generate(data, preset, seed, show_progress=progress)),
-        ("shot keyframes and overlap removal", lambda: prepare(data, show_progress=progress)),
-        ("stage 1: image model (attention + domain adaptation)", lambda: train(
-            stage_config(ImageConfig, preset, out=str(out / IMAGE), eval_every=_eval_every(ImageConfig, preset),
-                         **common), STAGES["image"])),
-        ("stage 1 without domain adaptation (the t-SNE's 'before')", lambda: train(
-            stage_config(ImageConfig, preset, out=str(out / IMAGE_NO_DA), da=False, **common), STAGES["image"])),
-        ("stage 2: video model from the image model", lambda: train(
-            stage_config(VideoConfig, preset, out=str(out / VIDEO), init=str(out / IMAGE / "last.pt"),
-                         eval_every=_eval_every(VideoConfig, preset), **common), STAGES["video"])),
-        ("report", lambda: build_report(out, seed, show_progress=progress)),
-    ]
     start = time.perf_counter()
-    for i, (title, step) in enumerate(steps, start=1):
-        print(f"[{i}/{len(steps)}] {title} ({time.perf_counter() - start:.0f} s)", flush=True)
-        result = step()
+
+    def announce(step: int, title: str) -> None:
+        print(f"[{step}/6] {title} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    announce(1, "generating the dataset")
+    generate(data, preset, seed, show_progress=progress)
+    announce(2, "shot keyframes and overlap removal")
+    prepared = prepare(data, show_progress=progress)
+    announce(3, "stage 1: image model (attention + domain adaptation)")
+    train(stage_config(ImageConfig, preset, out=str(out / IMAGE), eval_every=_eval_every(ImageConfig, preset),
+                       **common), STAGES["image"])
+    announce(4, "stage 1 without domain adaptation (the t-SNE's 'before')")
+    train(stage_config(ImageConfig, preset, out=str(out / IMAGE_NO_DA), da=False, **common), STAGES["image"])
+    announce(5, "stage 2: video model from the image model")
+    train(stage_config(VideoConfig, preset, out=str(out / VIDEO), init=str(out / IMAGE / "last.pt"),
+                       eval_every=_eval_every(VideoConfig, preset), **common), STAGES["video"])
+    announce(6, "report")
+    report = build_report(out, seed, prepared, show_progress=progress)
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
-    return result
+    return report
 
 
 def add_parser(subparsers) -> None:

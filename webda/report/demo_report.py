@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -140,15 +140,19 @@ def _overlap(doc: Document, data: PreparedData, truth: GroundTruth) -> None:
             Table(["web items", "total", "dropped", "planted duplicates dropped", "other items dropped"], rows))
 
 
-def build_report(run, seed: int = 0, show_progress: bool = True) -> Path:
-    """Write ``run/report/`` from a finished demo run; returns the path of ``report.md``."""
+def build_report(run, seed: int = 0, data: Optional[PreparedData] = None, show_progress: bool = True) -> Path:
+    """Write ``run/report/`` from a finished demo run; returns the path of ``report.md``.
+
+    ``data``: the run's prepared dataset, if at hand (else prepared again from the cache).
+    """
     run = Path(run)
     (run / REPORT).mkdir(parents=True, exist_ok=True)
     truth = GroundTruth(run / DATA)
-    data = prepare(run / DATA, run / DATA / CACHE_NAME, show_progress=show_progress)
+    if data is None:
+        data = prepare(run / DATA, run / DATA / CACHE_NAME, show_progress=show_progress)
     card = truth.card
     doc = Document("webda demo report")
-    doc.add(Paragraph(f"Generated dataset `{card['preset']}` (seed {card['seed']}): {len(card['classes'])} classes, "
+    doc.add(Paragraph(f"Generated dataset `{card['preset']}` (seed {card['seed']}): "
                       f"{data.layout.summary()}. Everything below is on this synthetic stand-in for web data and "
                       "UCF-101, not on real videos."))
     _results(doc, run, truth)

@@ -23,13 +23,14 @@ DOMAIN_COLOURS = {"web image": "tab:red", "web video": "tab:green", "target vide
 
 
 def tsne_2d(features: torch.Tensor, seed: int = 0) -> np.ndarray:
-    """(N, D) features -> (N, 2) t-SNE coordinates (PCA init; perplexity capped at N / 4)."""
+    """(N, D) features -> (N, 2) t-SNE coordinates (exact gradients, fast for the few hundred
+    points of a report; PCA init; perplexity capped at N / 4)."""
     n = features.shape[0]
     if n < 5:
         raise ValueError(f"t-SNE needs at least 5 points, got {n}")
     perplexity = float(min(30.0, max(2.0, n / 4)))
     x = torch.nn.functional.normalize(features.float(), dim=1).numpy()
-    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+    return TSNE(2, perplexity=perplexity, init="pca", method="exact", random_state=seed).fit_transform(x)
 
 
 def plot_tsne(rows: Sequence[Tuple[str, torch.Tensor]], domains: Sequence[str], labels: Sequence[int],
