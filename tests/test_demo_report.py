@@ -1,0 +1,61 @@
+"""``webda demo --preset tiny`` end to end: every report file exists, figures are real pictures,
+the report's numbers are the runs' numbers."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from webda.cli import main
+from webda.report.demo_report import IMAGE, REPORT, VIDEO, report_figures
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    assert main(["demo", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_demo_writes_every_report_file(demo_run):
+    report = demo_run / REPORT
+    markdown = (report / "report.md").read_text()
+    html = (report / "index.html").read_text()
+    for png in report_figures(demo_run):
+        assert png.is_file(), png
+        assert f"]({png.name})" in markdown
+        assert f'src="{png.name}"' in html
+    for run in ("image", "image-no-da", "video"):
+        for name in ("last.pt", "metrics.jsonl", "config.toml", "evaluation-test.json"):
+            assert (demo_run / run / name).is_file(), (run, name)
+
+
+@pytest.mark.parametrize("name", ["confusion_image", "confusion_video", "curves_image", "curves_video", "tsne",
+                                  "attention"])
+def test_report_figures_are_pictures(demo_run, name):
+    with Image.open(demo_run / REPORT / f"{name}.png") as image:
+        image.verify()
+    with Image.open(demo_run / REPORT / f"{name}.png") as image:
+        width, height = image.size
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    assert 250 <= width <= 3000 and 200 <= height <= 3000, image.size
+    assert pixels.std() > 10  # not blank
+    colours = np.unique(pixels.reshape(-1, 3).astype(np.uint8), axis=0)
+    assert len(colours) > 50  # drawn content, not a flat fill
+
+
+def test_report_states_the_runs_numbers(demo_run):
+    markdown = (demo_run / REPORT / "report.md").read_text()
+    for run in (IMAGE, VIDEO):
+        top1 = json.loads((demo_run / run / "evaluation-test.json").read_text())["top1"]
+        assert f"{100 * top1:.1f}" in markdown
+    assert "planted duplicates" in markdown
+    assert "synthetic" in markdown
+    assert "clean" in markdown and "noisy" in markdown
+
+
+def test_demo_refuses_a_non_empty_folder(tmp_path, capsys):
+    (tmp_path / "something").write_text("x")
+    assert main(["demo", "--preset", "tiny", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "not empty" in capsys.readouterr().err
