@@ -14,8 +14,8 @@ above everything, then larger values, then the lower bank index among equal valu
 - ``cpu``: torch.mm computes one (rows, tile) block of similarities at a time into a reused
   buffer (at most 32 MB) and the C++ kernel folds it into each row's running top-k;
 - ``triton`` / ``cuda``: one kernel computes similarity tiles in registers / shared memory
-  and keeps a running top-k per row and bank chunk as packed 64-bit keys (see
-  ``pack_keys``); the (Nq, chunks * k) partial keys are merged by ``torch.topk`` and decoded.
+  and keeps a running top-k per row and bank chunk as packed 64-bit keys (format in
+  triton/topk_similarity.py); the (Nq, chunks * k) keys are merged by ``torch.topk`` and decoded.
 """
 
 from __future__ import annotations
