@@ -33,14 +33,13 @@ class OpSpec:
     auto: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
 
 
-# Read once at import: Triton reads TRITON_INTERPRET when its kernels are defined.
-_TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _TRITON_IMPORTABLE = importlib.util.find_spec("triton") is not None
 
 
 def triton_interpreted() -> bool:
-    """Whether Triton kernels run in the interpreter (TRITON_INTERPRET=1 at import)."""
-    return _TRITON_INTERPRETED
+    """Whether Triton kernels run in the interpreter: TRITON_INTERPRET=1, which Triton reads when
+    the (lazily imported) kernel modules define their kernels."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def triton_importable() -> bool:
