@@ -58,7 +58,7 @@ def _temporal_forward_reference(z, weight, bias, relu):
 
 
 def _temporal_backward_reference(grad_y, z, y, weight, relu, need_weight, need_bias):
-    g = torch.where(y > 0, grad_y, 0.0) if relu else grad_y
+    g = torch.where(y <= 0, 0.0, grad_y) if relu else grad_y  # as relu's own backward
     c, kt = weight.shape[0], weight.shape[2]
     grad_conv, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
         g, z, weight[:, :, :, None, None], [c] if need_bias else None, [1, 1, 1], [kt // 2, 0, 0], [1, 1, 1],

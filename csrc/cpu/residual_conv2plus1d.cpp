@@ -262,11 +262,11 @@ void residual_temporal_backward(uintptr_t grad_y, uintptr_t z, uintptr_t y, uint
     const int64_t numel = n * t * hw * c;
     const T* g = reinterpret_cast<const T*>(grad_y);
     std::unique_ptr<T[]> masked;
-    if (relu) {  // g = grad_y * (y > 0)
+    if (relu) {  // g = grad_y * (y > 0), as torch's threshold_backward: zero where y <= 0
       masked.reset(new T[numel]);
       const T* out = reinterpret_cast<const T*>(y);
 #pragma omp parallel for simd schedule(static)
-      for (int64_t i = 0; i < numel; ++i) masked[i] = out[i] > T(0) ? g[i] : T(0);
+      for (int64_t i = 0; i < numel; ++i) masked[i] = out[i] <= T(0) ? T(0) : g[i];
       g = masked.get();
     }
     const std::vector<T> packed = pack_weight(reinterpret_cast<const T*>(weight), s, true);
