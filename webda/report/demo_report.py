@@ -24,7 +24,7 @@ from webda.report.attention_grid import plot_attention_grid, weights_by_noise
 from webda.report.confusion import plot_confusion
 from webda.report.curves import plot_training_curves, read_metrics
 from webda.report.document import Document, Figure, Heading, Paragraph, Table
-from webda.report.features import embed_images
+from webda.report.features import encoder_embeddings
 from webda.report.ground_truth import GroundTruth
 from webda.report.overlap import KINDS, overlap_summary
 from webda.report.tsne import domain_agreement, plot_tsne, subsample
@@ -42,6 +42,11 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
 
 
+def _mean_accuracy(report: dict, classes) -> Optional[float]:
+    values = [report["per_class"][c] for c in classes if report["per_class"][c] is not None]
+    return sum(values) / len(values) if values else None
+
+
 def _results(doc: Document, run: Path, truth: GroundTruth) -> None:
     image, no_da, video = (_evaluation(run, n) for n in (IMAGE, IMAGE_NO_DA, VIDEO))
     doc.add(Heading("Results on the target test split"),
@@ -55,6 +60,10 @@ def _results(doc: Document, run: Path, truth: GroundTruth) -> None:
     pairs = {c["name"]: c.get("pair") for c in truth.card["classes"]}
     rows = [[name, pairs[name] or "(appearance)", _pct(image["per_class"][name]), _pct(video["per_class"][name])]
             for name in video["classes"]]
+    for group, members in (("motion-pair classes", [n for n in pairs if pairs[n]]),
+                           ("appearance classes", [n for n in pairs if not pairs[n]])):
+        means = [_mean_accuracy(report, members) for report in (image, video)]
+        rows.append([f"**mean, {group}**", "", *(f"**{_pct(m)}**" for m in means)])
     doc.add(Paragraph("Per-class accuracy (%). Classes with a motion partner look the same in every frame and "
                       "differ only by how they move: an image model can at best guess between the two."),
             Table(["class", "motion partner", "image model", "video model"], rows))
@@ -86,7 +95,7 @@ def _tsne(doc: Document, run: Path, data: PreparedData, seed: int) -> None:
     rows, agreement = [], {}
     for name, title in ((IMAGE_NO_DA, "without domain adaptation"), (IMAGE, "with domain adaptation")):
         net, cfg, _ = load_network(run / name / "last.pt", torch.device("cpu"))
-        features = embed_images(net, balanced, cfg.size)
+        features = encoder_embeddings(net, balanced, cfg.size)
         rows.append((title, features))
         agreement[title] = domain_agreement(features, domains)
     plot_tsne(rows, domains, [item.label for item in balanced], data.classes, run / REPORT / "tsne.png", seed)

@@ -14,7 +14,7 @@ from webda.data.transforms import EvalTransform
 
 
 @torch.no_grad()
-def embed_images(net: nn.Module, items: Sequence[Item], size: int, batch_size: int = 64) -> torch.Tensor:
+def encoder_embeddings(net: nn.Module, items: Sequence[Item], size: int, batch_size: int = 64) -> torch.Tensor:
     """``net.forward_features`` embeddings (N, D) of ``items`` (centre crop ``size``), in eval mode."""
     was_training = net.training
     net.eval()
