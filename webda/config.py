@@ -79,7 +79,7 @@ class VideoConfig(TrainConfig):
     init: str = _opt("", "stage-1 checkpoint (image-model init), or 'scratch'")
     residual: bool = _opt(True, "residual temporal convs, zero-initialised (off: Fig. 5a, identity-initialised)")
     temporal_kernel: int = _opt(3, "temporal kernel size (odd)")
-    temporal_lr: float = _opt(1.0, "learning-rate multiplier of the temporal weights")
+    temporal_lr: float = _opt(3.0, "learning-rate multiplier of the temporal weights (motion needs them to move)")
     batch_video: int = _opt(10, "web video chunks per step (paper: 10)")
 
 
@@ -94,7 +94,7 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
     },
     "small": {
         "image": dict(arch="resnet-narrow16", size=48, steps=300, batch_image=32, batch_frame=32, batch_target=32),
-        "video": dict(size=48, steps=200, lr=0.003, batch_video=8, batch_target=8),
+        "video": dict(size=48, steps=300, lr=0.003, batch_video=8, batch_target=8),
     },
     "paper": {
         "image": dict(arch="resnet34", size=224, steps=20000, lr=0.01, warmup_steps=500, batch_image=32,
