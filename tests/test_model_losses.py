@@ -85,7 +85,8 @@ def test_model_domain_gradient_is_reversed_and_scaled_for_the_encoder_only(iters
     out = model(inputs, labels)
     encoder = [p for p in model.net.layer3.parameters()]
     disc = list(model.discriminators.parameters())
-    reversed_enc, disc_grad = _grads(out["domain/target_vs_image"], encoder), _grads(out["domain/target_vs_image"], disc)
+    domain = out["domain/target_vs_image"]
+    reversed_enc, disc_grad = _grads(domain, encoder), _grads(domain, disc)
 
     # the same loss with the reversal layer replaced by the identity
     model.grl.forward = lambda x: x

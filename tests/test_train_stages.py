@@ -9,6 +9,7 @@ from conftest import tiny_train_flags
 from webda.checkpoint import load_network, read
 from webda.cli import main
 from webda.config import ImageConfig, VideoConfig
+from webda.models.video import to_video
 from webda.train.stages import STAGES
 
 
@@ -56,9 +57,12 @@ def test_train_both_stages_and_evaluate_end_to_end(tiny_dataset, tiny_train_cach
                  "--batch-video", "3", "--batch-target", "3"]) == 0
     net, cfg, meta = load_network(out / "last.pt", torch.device("cpu"))
     assert meta["stage"] == "video" and meta["step"] == 3 and cfg.arch == image_ckpt["config"]["arch"]
-    # only temporal filters and the head moved: the frozen spatial weights are the stage-1 ones
+    # the temporal filters trained; the frozen spatial weights are the stage-1 ones (BN folded in)
     image_net, _, _ = load_network(tiny_image_run / "last.pt", torch.device("cpu"))
-    assert not torch.equal(net.layer1[0].conv1.temporal_weight, torch.zeros_like(net.layer1[0].conv1.temporal_weight))
+    start = to_video(image_net)
+    assert net.layer1[0].conv1.temporal_weight.any()
+    frozen = [n for n, _ in start.named_parameters() if n.endswith("spatial_weight")]
+    assert frozen and all(torch.equal(net.get_parameter(n), start.get_parameter(n)) for n in frozen)
 
     report_path = tmp_path / "eval.json"
     assert main(["evaluate", "--data", str(tiny_dataset), "--checkpoint", str(out / "last.pt"), "--out",
@@ -70,4 +74,3 @@ def test_train_both_stages_and_evaluate_end_to_end(tiny_dataset, tiny_train_cach
     assert report["top1"] == pytest.approx(confusion.diag().sum().item() / 16)
     final = json.loads((out / "evaluation-test.json").read_text())
     assert final["top1"] == report["top1"]  # the trainer's final evaluation is webda evaluate's
-    assert (tiny_image_run / "evaluation-test.json").is_file() and image_net is not None

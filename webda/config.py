@@ -106,7 +106,9 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
 }
 
 # Fields that may differ between the run that wrote a checkpoint and the one resuming it.
-RESUMABLE_CHANGES = frozenset({"resume", "progress", "workers", "device", "eval_every", "log_every", "data", "cache_dir"})
+RESUMABLE_CHANGES = frozenset(
+    {"resume", "progress", "workers", "device", "eval_every", "log_every", "data", "cache_dir"}
+)
 
 
 def stage_of(cls: Type[TrainConfig]) -> str:

@@ -165,7 +165,8 @@ def load_torchvision_weights(model: ResNet, path) -> List[str]:
             if name.startswith("fc."):
                 skipped.append(name)
                 continue
-            raise UserError(f"{path}: {name!r} has shape {tuple(tensor.shape)}, the model expects {tuple(own[name].shape)}")
+            raise UserError(f"{path}: {name!r} has shape {tuple(tensor.shape)}, "
+                            f"the model expects {tuple(own[name].shape)}")
     missing = sorted(set(own) - set(state))
     if [m for m in missing if not m.startswith("fc.")]:
         raise UserError(f"{path}: missing tensors {missing[:5]}... for {model.arch}")
