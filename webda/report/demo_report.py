@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
+from tqdm.auto import tqdm
 
 from webda.attention_weights import web_item_weights
 from webda.checkpoint import load_network
@@ -164,11 +165,17 @@ def build_report(run, seed: int = 0, data: Optional[PreparedData] = None, show_p
     doc.add(Paragraph(f"Generated dataset `{card['preset']}` (seed {card['seed']}): "
                       f"{data.layout.summary()}. Everything below is on this synthetic stand-in for web data and "
                       "UCF-101, not on real videos."))
-    _results(doc, run, truth)
-    _curves(doc, run)
-    _tsne(doc, run, data, seed)
-    _attention(doc, run, data, truth, seed)
-    _overlap(doc, data, truth)
+    sections = [
+        ("results", lambda: _results(doc, run, truth)),
+        ("training curves", lambda: _curves(doc, run)),
+        ("t-SNE", lambda: _tsne(doc, run, data, seed)),
+        ("attention weights", lambda: _attention(doc, run, data, truth, seed)),
+        ("overlap removal", lambda: _overlap(doc, data, truth)),
+    ]
+    with tqdm(sections, desc="report", unit="section", disable=not show_progress) as bar:
+        for name, section in bar:
+            bar.set_postfix_str(name)
+            section()
     return doc.write(run / REPORT)
 
 
