@@ -29,7 +29,7 @@ from typing import Tuple
 
 import torch
 
-from webda_kernels import _dispatch, _extension, _validate
+from webda_kernels import _dispatch, _extension, _validate, reference
 from webda_kernels.topk_similarity import GPU_MAX_BANK, GPU_MAX_K, streaming_topk
 
 _GPU_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
@@ -225,6 +225,8 @@ def topt_scores(src: torch.Tensor, tgt: torch.Tensor, weight: torch.Tensor, top_
             range, or ``backend`` cannot serve the inputs.
     """
     resolved = _check_and_resolve("topt_scores", src, tgt, weight, top_t, backend)
+    if resolved == "reference":  # plain torch autograd: faster than the op at small shapes
+        return reference.topt_scores(src, tgt, weight, top_t)
     return topt_attention_op(src, tgt, weight, top_t, 1.0, False, resolved)[0]
 
 
@@ -250,4 +252,6 @@ def topt_attention(
     temperature = _validate.finite_number("topt_attention", "temperature", temperature)
     if temperature <= 0:
         raise ValueError(f"topt_attention: temperature must be > 0, got {temperature}")
+    if resolved == "reference":  # plain torch autograd: faster than the op at small shapes
+        return reference.topt_attention(src, tgt, weight, top_t, temperature)
     return topt_attention_op(src, tgt, weight, top_t, temperature, True, resolved)[0]
