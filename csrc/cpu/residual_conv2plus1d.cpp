@@ -90,12 +90,22 @@ struct Shape {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Zero-filled scratch of `count` elements, one per slot and calling thread, kept between calls:
+// for C = 512 the fresh pages of weight-sized buffers cost as much as a tenth of the GEMMs.
+template <typename T> T* weight_scratch(int slot, int64_t count) {
+  thread_local std::vector<T> buffers[2];
+  std::vector<T>& buffer = buffers[slot];
+  if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(count);
+  std::fill(buffer.begin(), buffer.begin() + count, T(0));
+  return buffer.data();
+}
+
 // Column panels of the packed weights: packed[tile][j][k][col] = weight seen as P_j (forward)
 // or Q_j (backward), zero past column C, so micro-tiles always load whole vectors.
-template <typename T> std::vector<T> pack_weight(const T* w, const Shape& s, bool backward) {
+template <typename T> const T* pack_weight(const T* w, const Shape& s, bool backward) {
   constexpr int64_t kCols = Vec<T>::kCols;
   const int64_t c = s.c, kt = s.kt, tiles = ceil_div(c, kCols);
-  std::vector<T> packed(tiles * kt * c * kCols, T(0));
+  T* packed = weight_scratch<T>(0, tiles * kt * c * kCols);
   for (int64_t tile = 0; tile < tiles; ++tile)
     for (int64_t j = 0; j < kt; ++j)
       for (int64_t k = 0; k < c; ++k)
@@ -159,7 +169,7 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
   const int64_t row_blocks = ceil_div(c, kRows), col_tiles = ceil_div(c, kCols);
   const int64_t buf_rows = row_blocks * kRows, buf_cols = col_tiles * kCols;  // padded, never out of range
   const int64_t tiles = s.kt * row_blocks * col_tiles;
-  std::vector<T> buf(s.kt * buf_rows * buf_cols, T(0));
+  T* buf = weight_scratch<T>(1, s.kt * buf_rows * buf_cols);
 #pragma omp parallel
   {
     const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
@@ -183,7 +193,7 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
           else
             micro_tile<T, false>(a, c, b, c, b_cols, hi - lo, acc);
           for (int r = 0; r < kRows; ++r) {
-            T* dst = buf.data() + (j * buf_rows + cb * kRows + r) * buf_cols + ct * kCols;
+            T* dst = buf + (j * buf_rows + cb * kRows + r) * buf_cols + ct * kCols;
             for (int v = 0; v < kVectors; ++v) {
               V* d = reinterpret_cast<V*>(dst + v * Vec<T>::kWidth);
               *d += acc[r][v];
@@ -245,8 +255,8 @@ void residual_temporal_forward(uintptr_t z, uintptr_t weight, uintptr_t bias, ui
   if (n * t * hw == 0) return;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const std::vector<T> packed = pack_weight(reinterpret_cast<const T*>(weight), s, false);
-    residual_conv(reinterpret_cast<const T*>(z), packed.data(), reinterpret_cast<const T*>(bias),
+    const T* packed = pack_weight(reinterpret_cast<const T*>(weight), s, false);
+    residual_conv(reinterpret_cast<const T*>(z), packed, reinterpret_cast<const T*>(bias),
                   reinterpret_cast<T*>(y), s, relu);
   });
 }
@@ -269,8 +279,8 @@ void residual_temporal_backward(uintptr_t grad_y, uintptr_t z, uintptr_t y, uint
       for (int64_t i = 0; i < numel; ++i) masked[i] = out[i] <= T(0) ? T(0) : g[i];
       g = masked.get();
     }
-    const std::vector<T> packed = pack_weight(reinterpret_cast<const T*>(weight), s, true);
-    residual_conv(g, packed.data(), static_cast<const T*>(nullptr), reinterpret_cast<T*>(grad_z), s, false);
+    const T* packed = pack_weight(reinterpret_cast<const T*>(weight), s, true);
+    residual_conv(g, packed, static_cast<const T*>(nullptr), reinterpret_cast<T*>(grad_z), s, false);
     if (grad_weight) weight_grad(g, reinterpret_cast<const T*>(z), reinterpret_cast<T*>(grad_weight), s);
     if (grad_bias) bias_grad(g, reinterpret_cast<T*>(grad_bias), s);
   });
