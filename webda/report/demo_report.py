@@ -52,7 +52,8 @@ def _results(doc: Document, run: Path, truth: GroundTruth) -> None:
     image, no_da, video = (_evaluation(run, n) for n in (IMAGE, IMAGE_NO_DA, VIDEO))
     doc.add(Heading("Results on the target test split"),
             Paragraph(f"Top-1 accuracy (%) over {video['videos']} target test videos, predictions averaged over "
-                      "each video's chunks (image models: over its frames)."),
+                      f"each video's chunks (image models: over its frames), after {image['step']} training steps "
+                      f"of stage 1 and {video['step']} of stage 2 (settings in each run's `config.toml`)."),
             Table(["model", "top-1 (%)"], [
                 ["image model, stage 1 without domain adaptation (I+F, A)", _pct(no_da["top1"])],
                 ["image model, stage 1 (I+F, A+DA)", _pct(image["top1"])],
