@@ -7,7 +7,11 @@ webda_kernels. On a machine with CUDA the real Triton compiler is used.
 
 import os
 
-import torch
+# Before torch is imported, as `webda` does (webda/cli.py): idle OpenMP threads sleep, so the
+# training tests do not slow down 20x on CPU cores shared with other processes.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
