@@ -1,7 +1,7 @@
 """``webda demo``: the whole method on the generated dataset in one command, with a report.
 
-Into ``--out`` (default ``webda-demo``), for ``--preset`` tiny (about 2 minutes on 2 CPU
-cores) or small (the default, under 15 minutes):
+Into ``--out`` (default ``webda-demo``), for ``--preset`` tiny (under a minute on 2 shared CPU
+cores) or small (the default, about 6 minutes):
 
 1. ``data/``: the generated webly-supervised dataset (``webda make-dataset``);
 2. shot keyframes and web/target overlap removal (``webda prepare-data``);
@@ -75,7 +75,7 @@ def run_demo(out, preset: str = "small", seed: int = 0, progress: bool = True) -
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo", help="the whole method on the generated dataset, with a report (tiny: ~2 min, small: <15 min on CPU)",
+        "demo", help="the whole method on the generated dataset, with a report (tiny: <1 min, small: ~6 min on 2 CPU cores)",
         description=__doc__.split("\n\n")[0] + " Steps: make-dataset, overlap removal, train-image (with and "
         "without domain adaptation), train-video, evaluate, report.",
     )
