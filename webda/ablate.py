@@ -84,10 +84,10 @@ def _run_row(row: Row, data: Path, out: Path, preset: str, seed: int, steps: Dic
 
 
 def _table(results: Dict[str, List[float]], seeds: int, preset: str) -> str:
-    spread = "mean ± std" if seeds > 1 else "one seed"
+    spread = f"mean ± sample std over {seeds} seeds" if seeds > 1 else "one seed"
     lines = [
         f"Top-1 accuracy (%) on the target test split of the **synthetic** `{preset}` dataset "
-        f"({spread} over {seeds} seed{'s' * (seeds > 1)}), next to the paper's UCF-101 numbers for the same "
+        f"({spread}), next to the paper's UCF-101 numbers for the same "
         "row (Table 1; averaged over UCF-101's 3 splits). The two columns are different datasets: compare the "
         "order of the rows, not the numbers. Video rows start from the I + F (A + DA) image model of the "
         "same seed. Arch: S single branch, T triplet, D dual (Siamese).",
