@@ -131,7 +131,9 @@ def _stable_oracle(src, tgt, weight, top_t):
     return values.sum(dim=1)
 
 
-@pytest.mark.parametrize("backend,device,dtype", list(_cases()))
+# The fast backends route tied gradients to the lower target index; the reference backend is
+# plain torch.topk, whose choice among ties the contract leaves to torch.
+@pytest.mark.parametrize("backend,device,dtype", [p for p in _cases() if p.values[0] != "reference"])
 def test_topt_exact_ties_go_to_the_lower_index(backend, device, dtype):
     # Small integers: every similarity is an exact integer in every dtype, with many ties, and
     # duplicated target rows (one of them an expanded, stride-0 view) make the choice visible
