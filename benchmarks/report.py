@@ -8,7 +8,7 @@ Each JSON file is a ``pytest benchmarks/ --benchmark-only --benchmark-json=...``
 (op, mode, shape, dtype): each provider's median time (the CUDA-event time where recorded),
 its speed-up over ``eager``, ``compile`` and ``faiss`` (where present) and its peak extra
 memory. A bar chart of speed-ups over eager per device is written next to its JSON
-(``speedup.png``). The README text between the two marker lines is replaced.
+(``<name>-speedup.png``). The README text between the two marker lines is replaced.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def markdown_for(path: Path, meta: dict, groups: dict) -> str:
         "Speed-up = baseline time / provider time (higher is better), measured in one run.",
         "",
     ]
-    chart = path.parent / "speedup.png"
+    chart = _chart_path(path)
     if chart.exists():
         lines += [f"![speed-up over eager]({chart.relative_to(ROOT)})", ""]
     lines += [
@@ -78,8 +78,12 @@ def markdown_for(path: Path, meta: dict, groups: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _chart_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}-speedup.png")
+
+
 def bar_chart(path: Path, meta: dict, groups: dict) -> None:
-    """speedup.png beside ``path``: per group, each provider's speed-up over eager."""
+    """<name>-speedup.png beside ``path``: per group, each provider's speed-up over eager."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,7 +107,7 @@ def bar_chart(path: Path, meta: dict, groups: dict) -> None:
     ax.set_title(meta.get("device", path.parent.name))
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path.parent / "speedup.png", dpi=110)
+    fig.savefig(_chart_path(path), dpi=110)
     plt.close(fig)
 
 
