@@ -97,8 +97,9 @@ def bar_chart(path: Path, meta: dict, groups: dict) -> None:
     height = 0.8 / len(providers)
     for i, provider in enumerate(providers):
         ys = [j + i * height for j in range(len(entries))]
-        xs = [rows["eager"][0] / rows[provider][0] if provider in rows else 0.0 for _, rows in entries]
+        xs = [rows["eager"][0] / rows[provider][0] if provider in rows else float("nan") for _, rows in entries]
         ax.barh(ys, xs, height=height, label=provider)
+    ax.set_xscale("log")  # speed-ups span orders of magnitude; 1x is the vertical line
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_yticks([j + 0.4 - height / 2 for j in range(len(entries))])
     ax.set_yticklabels([g for g, _ in entries], fontsize=7)
