@@ -27,6 +27,8 @@ input-gradient convolution and never computes its weight gradient.
 
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -45,10 +47,13 @@ SPEC = _dispatch.OpSpec(
     dtypes={"cpu": frozenset({torch.float16, torch.float32, torch.float64}), "triton": _GPU_DTYPES,
             "cuda": _GPU_DTYPES},
     # CPU, float32 forward+backward with frozen spatial weights, ResNet-34 stages (batch 2, 12
-    # frames): 1.8x / 1.5-2.5x / 1.1-1.5x / 1.0-1.05x the eager reference in its faster format.
+    # frames), the recorded run (benchmarks/results/cpu-xeon-2core): C=64@28 0.50x, 128@14
+    # 1.00x, 256@7 1.55x, 512@4 1.20x eager, so auto takes cpu only from CPU_MIN_CHANNELS.
     # GPU backends await a GPU benchmark.
     auto={"cpu": ("cpu",)},
 )
+CPU_MIN_CHANNELS = 256
+_SMALL_SPEC = dataclasses.replace(SPEC, auto={})
 
 CL3D = torch.channels_last_3d
 
@@ -380,7 +385,8 @@ def residual_conv2plus1d(
     if activation not in (None, "relu"):
         raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
     _check_shapes(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias, padding_pair)
-    resolved = _dispatch.resolve(SPEC, backend, x.device, x.dtype)
+    spec = SPEC if temporal_weight.shape[0] >= CPU_MIN_CHANNELS else _SMALL_SPEC
+    resolved = _dispatch.resolve(spec, backend, x.device, x.dtype)
     y, _ = residual_conv2plus1d_op(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias,
                                    stride_pair, padding_pair, activation == "relu", resolved)
     return y
