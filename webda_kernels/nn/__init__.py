@@ -5,4 +5,13 @@ from webda_kernels.nn.conv2plus1d import ResidualConv2Plus1d
 from webda_kernels.nn.convert import FrameWise, VideoConversion, convert_2d_to_video
 from webda_kernels.nn.gradient_reversal import GradientReversal, WarmStartGradientReversal, dann_coeff
 
-__all__ = ["TopTAttention", "GradientReversal", "WarmStartGradientReversal", "dann_coeff"]
+__all__ = [
+    "FrameWise",
+    "GradientReversal",
+    "ResidualConv2Plus1d",
+    "TopTAttention",
+    "VideoConversion",
+    "WarmStartGradientReversal",
+    "convert_2d_to_video",
+    "dann_coeff",
+]
