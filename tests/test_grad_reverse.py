@@ -9,17 +9,14 @@ import webda_kernels as wk
 import webda_kernels.nn as wnn
 from webda_kernels import _dispatch
 from webda_kernels.grad_reverse import SPEC
-from webda_kernels.testing import assert_matches_reference
+from webda_kernels.testing import assert_matches_reference, backend_params
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _cases():
-    for device in DEVICES:
-        for dtype in DTYPES:
-            for backend in _dispatch.serving_backends(SPEC, torch.device(device), dtype):
-                yield pytest.param(backend, device, dtype, id=f"{backend}-{device}-{str(dtype)[6:]}")
+    return backend_params(SPEC, DTYPES)
 
 
 def _grad_layouts(device, dtype):

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import webda_kernels as wk
+from webda_kernels.testing import backend_params
 from webda_kernels import _dispatch, testing
 
 tk = importlib.import_module("webda_kernels.topk_similarity")  # the module; the package attribute is the function
@@ -21,11 +22,7 @@ DIMS = [1, 3, 64, 257]
 
 
 def _cases(dtypes=ALL_DTYPES, backends=None):
-    for device in DEVICES:
-        for dtype in dtypes:
-            for backend in _dispatch.serving_backends(tk.SPEC, torch.device(device), dtype):
-                if backends is None or backend in backends:
-                    yield pytest.param(backend, device, dtype, id=f"{backend}-{device}-{str(dtype)[6:]}")
+    return [p for p in backend_params(tk.SPEC, dtypes) if backends is None or p.values[0] in backends]
 
 
 def _slow(backend, device):

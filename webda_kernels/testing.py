@@ -64,3 +64,19 @@ def assert_matches_reference(actual, same_precision, float64, kind: str = "outpu
     """AssertionError with both numbers if ``actual`` breaks the rule."""
     result = compare(actual, same_precision, float64, kind)
     assert result.ok, f"{what or kind}: relative error {result.error:.3e} > bound {result.bound:.3e} ({actual.dtype})"
+
+
+def backend_params(spec, dtypes) -> list:
+    """``pytest.param(backend, device, dtype)`` for every backend of ``spec`` that serves each
+    device here (cpu, and cuda when available) and dtype, with ids like ``cpu-cpu-float32``."""
+    import pytest
+
+    from webda_kernels._dispatch import serving_backends
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return [
+        pytest.param(backend, device, dtype, id=f"{backend}-{device}-{str(dtype).replace('torch.', '')}")
+        for device in devices
+        for dtype in dtypes
+        for backend in serving_backends(spec, torch.device(device), dtype)
+    ]
