@@ -273,10 +273,13 @@ def _backward(ctx, grad_y, grad_z_unused):
     if ctx.need_spatial:
         n, cin, t, h, w = ctx.x_shape
         grad_frames = _frames(grad_z, ctx.channels_last)
-        # Without x (frozen spatial weight) the input only gives its shape, as in
-        # torch.nn.grad.conv2d_input; the weight's layout then picks oneDNN's / cuDNN's layout.
+        # Without x (frozen spatial weight) the input only gives its shape and layout: an
+        # uninitialised tensor (an expanded one, as torch.nn.grad.conv2d_input passes, is
+        # copied whole by oneDNN's backward).
         if x is None:
-            frames = grad_frames.new_empty(1).expand(n * t, cin, h, w)
+            layout = torch.channels_last if ctx.channels_last else torch.contiguous_format
+            frames = torch.empty((n * t, cin, h, w), dtype=grad_frames.dtype, device=grad_frames.device,
+                                 memory_format=layout)
         else:
             frames = _frames(x, ctx.channels_last)
         weight_format = torch.channels_last if ctx.channels_last else torch.contiguous_format

@@ -183,15 +183,19 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
           const int64_t lo = std::max(m0, -shift), hi = std::min({m0 + kChunkRows, rows, rows - shift});
           if (lo >= hi) continue;
           const T* g_rows = g + (clip * rows + lo) * c;
-          const T* a[kRows];
-          for (int r = 0; r < kRows; ++r) a[r] = g_rows + std::min<int64_t>(cb * kRows + r, c - 1);
           const T* b = z + (clip * rows + lo + shift) * c + ct * kCols;
           const int64_t b_cols = c - ct * kCols;
           V acc[kRows][kVectors] = {};
-          if (b_cols >= kCols)
+          const T* a[kRows];
+          if ((cb + 1) * kRows <= c && b_cols >= kCols) {
+            // A full tile: its channels are consecutive, so the compiler sees one base pointer
+            // for the broadcasts (twelve separate pointers do not fit in the registers).
+            for (int r = 0; r < kRows; ++r) a[r] = g_rows + cb * kRows + r;
             micro_tile<T, true>(a, c, b, c, b_cols, hi - lo, acc);
-          else
+          } else {
+            for (int r = 0; r < kRows; ++r) a[r] = g_rows + std::min<int64_t>(cb * kRows + r, c - 1);
             micro_tile<T, false>(a, c, b, c, b_cols, hi - lo, acc);
+          }
           for (int r = 0; r < kRows; ++r) {
             T* dst = buf + (j * buf_rows + cb * kRows + r) * buf_cols + ct * kCols;
             for (int v = 0; v < kVectors; ++v) {
