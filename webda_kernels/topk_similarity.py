@@ -12,7 +12,7 @@ above everything, then larger values, then the lower bank index among equal valu
 (-0.0 and 0.0 are equal). The fast backends never hold the (Nq, Nb) matrix:
 
 - ``cpu``: torch.mm computes one (rows, tile) block of similarities at a time into a reused
-  buffer (at most 32 MB) and the C++ kernel folds it into each row's running top-k;
+  buffer (at most 8 MB) and the C++ kernel folds it into each row's running top-k;
 - ``triton`` / ``cuda``: one kernel computes similarity tiles in registers / shared memory
   and keeps a running top-k per row and bank chunk as packed 64-bit keys (format in
   triton/topk_similarity.py); the (Nq, chunks * k) keys are merged by ``torch.topk`` and decoded.
@@ -43,11 +43,12 @@ CPU_MIN_BANK = 128
 CPU_MIN_BANK_PER_K = 4
 _SMALL_SPEC = dataclasses.replace(SPEC, auto={})
 
-# Elements of the CPU backend's similarity buffer (float32: 32 MB) and of a half-precision bank
-# tile's float32 copy; and its most query rows. Few large tiles mean few thread barriers,
-# which decide the time on a busy machine (bank shape, 2 threads, load 15: 2.9 s with 2^20
-# elements, 1.1 s with 2^23); one thread on a quieter one timed 2^16 .. 2^21 the same.
-_CPU_BUFFER_ELEMENTS = 1 << 23
+# Elements of the CPU backend's similarity buffer (float32: 8 MB) and of a half-precision bank
+# tile's float32 copy; and its most query rows. Bank shape, 2 threads, quiet machine, four
+# alternating runs: 2^21 elements 142-248 ms, 2^23 168-286 ms (each 2^21 run the faster, the
+# tile being read back while it is still in cache); 2^18 and below lose more to the GEMM's
+# fixed costs than they gain in cache.
+_CPU_BUFFER_ELEMENTS = 1 << 21
 _CPU_MAX_ROWS = 1024
 # The GPU kernels keep k (rounded up to a power of two) keys per row on chip.
 GPU_MAX_K = 256
