@@ -8,7 +8,9 @@ Each JSON file is a ``pytest benchmarks/ --benchmark-only --benchmark-json=...``
 (op, mode, shape, dtype): each provider's median time (the CUDA-event time where recorded),
 its speed-up over ``eager``, ``compile`` and ``faiss`` (where present) and its peak extra
 memory. A bar chart of speed-ups over eager per device is written next to its JSON
-(``<name>-speedup.png``). The README text between the two marker lines is replaced.
+(``<name>-speedup.png``), and for a scaling sweep (benchmarks recording ``n_bank``) a plot of
+time and peak memory against the bank size (``<name>-sweep.png``). The README text between
+the two marker lines is replaced.
 """
 
 from __future__ import annotations
@@ -39,6 +41,18 @@ def load_rows(path: Path):
     return data.get("webda", {}), groups
 
 
+def sweep_points(path: Path):
+    """{provider: [(n_bank, seconds, peak_bytes)] sorted by n_bank} of the sweep rows of one JSON file."""
+    points = defaultdict(list)
+    for bench in json.loads(path.read_text()).get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        if "n_bank" in info:
+            ms = info.get("device_ms")
+            seconds = ms / 1e3 if ms is not None else bench["stats"]["median"]
+            points[info.get("provider", bench["name"])].append((info["n_bank"], seconds, info.get("peak_mem_bytes")))
+    return {provider: sorted(rows) for provider, rows in points.items()}
+
+
 def _fmt_time(seconds: float) -> str:
     if seconds >= 1:
         return f"{seconds:.2f} s"
@@ -61,9 +75,9 @@ def markdown_for(path: Path, meta: dict, groups: dict) -> str:
         "Speed-up = baseline time / provider time (higher is better), measured in one run.",
         "",
     ]
-    chart = _chart_path(path)
-    if chart.exists():
-        lines += [f"![speed-up over eager]({chart.relative_to(ROOT)})", ""]
+    for chart, alt in ((_chart_path(path), "speed-up over eager"), (_sweep_path(path), "time and memory against Nb")):
+        if chart.exists():
+            lines += [f"![{alt}]({chart.relative_to(ROOT)})", ""]
     lines += [
         "| benchmark | provider | median | vs eager | vs compile | vs faiss | peak extra memory |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -80,6 +94,38 @@ def markdown_for(path: Path, meta: dict, groups: dict) -> str:
 
 def _chart_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}-speedup.png")
+
+
+def _sweep_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}-sweep.png")
+
+
+def sweep_chart(path: Path, meta: dict) -> None:
+    """<name>-sweep.png beside ``path``: time and peak memory against the bank size, log-log."""
+    points = sweep_points(path)
+    if not points:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(10, 4))
+    for provider, rows in sorted(points.items()):
+        banks = [n for n, _, _ in rows]
+        ax_time.plot(banks, [s * 1e3 for _, s, _ in rows], marker="o", label=provider)
+        ax_mem.plot(banks, [(m or 0) / 2**20 for _, _, m in rows], marker="o", label=provider)
+    for ax, label in ((ax_time, "median time (ms)"), (ax_mem, "peak extra memory (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("bank rows Nb")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", linewidth=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"topk_similarity scaling sweep, {meta.get('device', path.parent.name)}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(_sweep_path(path), dpi=110)
+    plt.close(fig)
 
 
 def bar_chart(path: Path, meta: dict, groups: dict) -> None:
@@ -123,6 +169,7 @@ def render(charts: bool = True) -> str:
             continue
         if charts:
             bar_chart(path, meta, groups)
+            sweep_chart(path, meta)
         parts.append(markdown_for(path, meta, groups))
     return "\n".join(parts)
 
