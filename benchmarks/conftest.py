@@ -10,9 +10,15 @@ with each other; ``provider`` names who computes it ("eager", "compile", "webda-
 "webda-triton", "webda-cuda", "faiss", ...). ``measure`` warms up, records peak memory
 (extra bytes allocated by one call) and the time: pytest-benchmark's calibrated rounds on
 the CPU; on CUDA, ``triton.testing.do_bench`` (CUDA events, after warm-up) whose median is
-stored as ``device_ms`` (report.py prefers it). The saved JSON records the device name,
-torch/triton/CUDA versions and the git commit; at the end a table of speed-ups over the
-"eager" row of each group is printed (``report.py`` turns the JSON into README tables).
+stored as ``device_ms`` (report.py prefers it).
+
+Speed-up over eager is measured in pairs: a group's "eager" callable (its benchmark runs
+first) is kept, and every other provider of the group then runs ``PAIRED_ROUNDS`` rounds
+alternating with it; ``paired_speedup`` is the median of the per-round ratios. On a shared
+machine whose speed drifts over seconds this ratio is far steadier than one of two medians
+timed minutes apart. The saved JSON records the device name, torch/triton/CUDA versions and
+the git commit; at the end a table of speed-ups over the "eager" row of each group is
+printed (``report.py`` turns the JSON into README tables).
 """
 
 from __future__ import annotations
@@ -20,13 +26,20 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import statistics
 import subprocess
-from collections import defaultdict
+import time
+from collections import OrderedDict, defaultdict
 
 import pytest
 import torch
 
 BASELINE = "eager"
+PAIRED_ROUNDS = 7
+PAIRED_ROUND_SECONDS = 0.05
+# The eager callables of the most recent groups (they hold their inputs alive).
+_BASELINE_FNS: "OrderedDict[str, object]" = OrderedDict()
+_KEPT_BASELINES = 4
 
 # glibc allocator settings (mallopt). Timing runs in glibc's steady state for a training loop:
 # buffers up to 32 MB (its largest dynamic mmap threshold) are reused from the heap, not mapped
@@ -86,6 +99,27 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def _seconds_per_call(fn, device: torch.device, calls: int) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / calls
+
+
+def paired_speedup(fn, baseline, device: torch.device, rounds: int = PAIRED_ROUNDS) -> float:
+    """Median over ``rounds`` of baseline time / fn time, the two run back to back each round
+    (each side repeated to at least PAIRED_ROUND_SECONDS, so short calls are not timer noise)."""
+    once = _seconds_per_call(fn, device, 1) + _seconds_per_call(baseline, device, 1)
+    calls = max(1, round(PAIRED_ROUND_SECONDS / once))
+    return statistics.median(
+        _seconds_per_call(baseline, device, calls) / _seconds_per_call(fn, device, calls) for _ in range(rounds)
+    )
+
+
 @pytest.fixture
 def measure(benchmark):
     def run(fn, *, group: str, provider: str, device, **info) -> None:
@@ -107,6 +141,12 @@ def measure(benchmark):
             benchmark.pedantic(timed, rounds=10, iterations=1)
         else:
             benchmark(fn)
+        if provider == BASELINE:
+            _BASELINE_FNS[group] = fn
+            while len(_BASELINE_FNS) > _KEPT_BASELINES:
+                _BASELINE_FNS.popitem(last=False)
+        elif group in _BASELINE_FNS:
+            benchmark.extra_info["paired_speedup"] = paired_speedup(fn, _BASELINE_FNS[group], device)
         benchmark.extra_info["peak_mem_bytes"] = peak_memory_bytes(fn, device)
 
     return run
@@ -138,11 +178,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for bench in session.benchmarks:
         groups[bench.group].append(bench)
     tr = terminalreporter
-    tr.write_sep("=", "webda: speed-up over eager (median time; peak extra memory)")
+    tr.write_sep("=", "webda: speed-up over eager (paired rounds, * = ratio of medians; peak extra memory)")
     for group, rows in sorted(groups.items(), key=lambda kv: str(kv[0])):
         base = next((b for b in rows if b.extra_info.get("provider") == BASELINE), None)
         tr.write_line(f"{group}")
         for b in sorted(rows, key=_seconds):
-            ratio = f"{_seconds(base) / _seconds(b):6.2f}x" if base else "     -"
+            paired = b.extra_info.get("paired_speedup")
+            if paired is not None:
+                ratio = f"{paired:6.2f}x "
+            else:
+                ratio = f"{_seconds(base) / _seconds(b):6.2f}x*" if base else "     - "
             mem = b.extra_info.get("peak_mem_bytes", 0) / 2**20
             tr.write_line(f"    {b.extra_info.get('provider', b.name):<16} {_seconds(b) * 1e3:10.3f} ms  {ratio}  {mem:9.1f} MiB")

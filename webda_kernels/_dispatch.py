@@ -80,9 +80,13 @@ def resolve(spec: OpSpec, backend: str, device: torch.device, dtype: torch.dtype
             backend, source = override, ENV_BACKEND
     if backend not in ("auto",) + BACKENDS:
         raise ValueError(f"{spec.name}: {source}={backend!r} is not one of {('auto',) + BACKENDS}")
-    serving = serving_backends(spec, device, dtype)
     if backend == "auto":
-        return next((b for b in spec.auto.get(device.type, ()) if b in serving), "reference")
+        candidates = spec.auto.get(device.type, ())
+        if not candidates:  # the common small-shape case: no per-call backend scan
+            return "reference"
+        serving = serving_backends(spec, device, dtype)
+        return next((b for b in candidates if b in serving), "reference")
+    serving = serving_backends(spec, device, dtype)
     if backend not in serving:
         raise ValueError(
             f"{spec.name}: {source}={backend!r} cannot run on {device.type} tensors of dtype {dtype}; "
