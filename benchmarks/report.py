@@ -6,8 +6,9 @@
 Each JSON file is a ``pytest benchmarks/ --benchmark-only --benchmark-json=...`` run (its
 ``webda`` block names the device, versions and commit). Per device, per benchmark group
 (op, mode, shape, dtype): each provider's median time (the CUDA-event time where recorded),
-its speed-up over ``eager``, ``compile`` and ``faiss`` (where present) and its peak extra
-memory. A bar chart of speed-ups over eager per device is written next to its JSON
+its speed-up over ``eager`` (the paired-rounds ratio where recorded, see benchmarks/conftest.py;
+else the ratio of medians), over ``compile`` and ``faiss`` (ratios of medians, where present)
+and its peak extra memory. A bar chart of speed-ups over eager per device is written next to its JSON
 (``<name>-speedup.png``), and for a scaling sweep (benchmarks recording ``n_bank``) a plot of
 time and peak memory against the bank size (``<name>-sweep.png``). The README text between
 the two marker lines is replaced.
@@ -30,14 +31,15 @@ BASELINES = ("eager", "compile", "faiss")
 
 
 def load_rows(path: Path):
-    """(meta, {group: {provider: (seconds, peak_bytes)}}) of one pytest-benchmark JSON file."""
+    """(meta, {group: {provider: (seconds, peak_bytes, paired_speedup or None)}}) of one JSON file."""
     data = json.loads(path.read_text())
     groups = defaultdict(dict)
     for bench in data.get("benchmarks", []):
         info = bench.get("extra_info", {})
         ms = info.get("device_ms")
         seconds = ms / 1e3 if ms is not None else bench["stats"]["median"]
-        groups[bench["group"]][info.get("provider", bench["name"])] = (seconds, info.get("peak_mem_bytes"))
+        groups[bench["group"]][info.get("provider", bench["name"])] = (
+            seconds, info.get("peak_mem_bytes"), info.get("paired_speedup"))
     return data.get("webda", {}), groups
 
 
@@ -72,7 +74,8 @@ def markdown_for(path: Path, meta: dict, groups: dict) -> str:
         "",
         f"`{rel}`: commit `{meta.get('commit', 'unknown')[:10]}`, torch {meta.get('torch', '?')}, "
         f"triton {meta.get('triton', '?')}, CUDA {meta.get('cuda') or '-'}, {meta.get('cpu_threads', '?')} CPU threads. "
-        "Speed-up = baseline time / provider time (higher is better), measured in one run.",
+        "Speed-up = baseline time / provider time (higher is better), measured in one run; "
+        "vs eager from rounds alternating the two (median ratio), the others from median times.",
         "",
     ]
     for chart, alt in ((_chart_path(path), "speed-up over eager"), (_sweep_path(path), "time and memory against Nb")):
@@ -84,12 +87,21 @@ def markdown_for(path: Path, meta: dict, groups: dict) -> str:
     ]
     for group in sorted(groups):
         rows = groups[group]
-        for provider, (seconds, peak) in sorted(rows.items(), key=lambda kv: kv[1][0]):
+        for provider, (seconds, peak, _) in sorted(rows.items(), key=lambda kv: kv[1][0]):
             ratios = [
-                f"{rows[base][0] / seconds:.2f}x" if base in rows and base != provider else "-" for base in BASELINES
+                f"{_speedup(rows, provider, base):.2f}x" if base in rows and base != provider else "-"
+                for base in BASELINES
             ]
             lines.append(f"| {group} | {provider} | {_fmt_time(seconds)} | {' | '.join(ratios)} | {_fmt_mem(peak)} |")
     return "\n".join(lines) + "\n"
+
+
+def _speedup(rows: dict, provider: str, base: str) -> float:
+    """Speed-up of ``provider`` over ``base``: the paired ratio for eager where recorded."""
+    seconds, _, paired = rows[provider]
+    if base == "eager" and paired is not None:
+        return paired
+    return rows[base][0] / seconds
 
 
 def _chart_path(path: Path) -> Path:
@@ -143,7 +155,7 @@ def bar_chart(path: Path, meta: dict, groups: dict) -> None:
     height = 0.8 / len(providers)
     for i, provider in enumerate(providers):
         ys = [j + i * height for j in range(len(entries))]
-        xs = [rows["eager"][0] / rows[provider][0] if provider in rows else float("nan") for _, rows in entries]
+        xs = [_speedup(rows, provider, "eager") if provider in rows else float("nan") for _, rows in entries]
         ax.barh(ys, xs, height=height, label=provider)
     ax.set_xscale("log")  # speed-ups span orders of magnitude; 1x is the vertical line
     ax.axvline(1.0, color="black", linewidth=0.8)
