@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from webda.data.scenes import class_catalogue, render_clip, target_background, trajectory
-from webda.data.synthetic import CARD_NAME, PRESETS, _rng, generate
+from webda.data.synthetic import CARD_NAME, PRESETS, generate, item_rng
 
 
 def _digests(root):
@@ -83,7 +83,7 @@ def _rendered_pair(pair, split, count, num_frames=24, seed=0):
         (render_clip(spec, trajectory(spec, num_frames, rng), target_background(64, rng)).astype(np.float32) / 255, float(k))
         for k, (c, spec) in enumerate(pair)
         for i in range(count)
-        for rng in [_rng(seed, f"target_{split}", c, i)]
+        for rng in [item_rng(seed, f"target_{split}", class_catalogue(10), c, i)]
     ]
 
 
@@ -99,6 +99,20 @@ def _horizontal_flow(frames):
     it = grey[2:] - grey[:-2]
     ix = np.gradient(grey[1:-1], axis=2)
     return -(it * ix).sum() / (ix * ix).sum()
+
+
+def test_data_motion_partners_share_all_but_the_direction():
+    """Item i of a motion-pair class and item i of its partner draw the same background, pose and
+    web look: the left/right and cw/ccw pairs of the small preset start from the same frame."""
+    classes = class_catalogue(6)
+    for c, spec in enumerate(classes):
+        if not spec.pair or spec.name > spec.pair:
+            continue
+        partner = next(k for k, s in enumerate(classes) if s.name == spec.pair)
+        clips = [render_clip(classes[k], trajectory(classes[k], 8, rng), target_background(32, rng))
+                 for k in (c, partner) for rng in [item_rng(0, "target_train", classes, k, 3)]]
+        assert np.array_equal(clips[0][0], clips[1][0])
+        assert not np.array_equal(clips[0][-1], clips[1][-1])
 
 
 def test_data_motion_pairs_need_motion():

@@ -7,8 +7,9 @@ per-video parameter is drawn so that the object's position, angle and size have 
 distribution in both classes: a single frame cannot tell them apart, a clip can. Appearance
 classes have their own object and a random motion, so motion says nothing about them.
 
-Styles: ``target`` is clean and consistent (light gradient background, no blur); ``web`` has a
-cluttered background of random muted rectangles and lines, a colour cast and blur.
+Styles: ``target`` is clean and consistent (light grey-blue gradient background, no blur); ``web``
+has a cluttered background of random muted rectangles and lines (or, for some items, a plain
+light gradient of a random tint), a colour cast and blur.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _star(points: int, inner: float) -> List[Tuple[float, float]]:
 SHAPES = {
     "disc": None,
     "ring": None,
-    "arrow": [(-0.2, 0.95), (0.2, 0.95), (0.2, -0.15), (0.55, -0.15), (0.0, -1.0), (-0.55, -0.15), (-0.2, -0.15)],
+    "arrow": [(-0.3, 0.95), (0.3, 0.95), (0.3, -0.1), (0.72, -0.1), (0.0, -1.0), (-0.72, -0.1), (-0.3, -0.1)],
     "square": [(-0.75, -0.75), (0.75, -0.75), (0.75, 0.75), (-0.75, 0.75)],
     "star": _star(5, 0.45),
     "triangle": [(0.0, -1.0), (0.87, 0.5), (-0.87, 0.5)],
@@ -158,6 +159,21 @@ def clutter_background(size: int, rng: np.random.Generator, pieces: int = 14) ->
         else:
             draw.line([x0, y0, x0 + w, y0 + h], fill=_muted_colour(rng), width=int(rng.integers(1, 4)))
     return np.asarray(img)
+
+
+def plain_background(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A web "studio shot" background: a vertical gradient between two light tints, uint8 (size, size, 3)."""
+    top = 0.6 * rng.uniform(170, 240) + 0.4 * rng.uniform(140, 255, 3)
+    bottom = top * rng.uniform(0.75, 1.0)
+    ramp = np.linspace(0.0, 1.0, size)[:, None, None]
+    return np.broadcast_to(top + (bottom - top) * ramp, (size, size, 3)).round().astype(np.uint8)
+
+
+def web_background(size: int, rng: np.random.Generator, plain_rate: float = 0.3) -> np.ndarray:
+    """The background of a relevant web item: clutter, or with probability ``plain_rate`` a plain
+    light one (web photos of an object are often studio shots; the target's clean background
+    is then not wholly new to a model trained on the web)."""
+    return plain_background(size, rng) if rng.random() < plain_rate else clutter_background(size, rng)
 
 
 def banner_clip(size: int, num_frames: int, rng: np.random.Generator) -> np.ndarray:

@@ -11,7 +11,8 @@ It mimics the paper's data (4.1) at laptop scale, in the layout of :mod:`webda.d
 - clean, consistent target videos (train without labels for training; test for evaluation).
 
 Classes come from :func:`webda.data.scenes.class_catalogue`: at least half are motion pairs
-that no single frame can tell apart. ``dataset_card.json`` records the ground truth (true
+that no single frame can tell apart (a pair's items share every random draw but the direction,
+:func:`draw_stream`). ``dataset_card.json`` records the ground truth (true
 class, noise kind, duplicate sources, spliced shots); training never reads it. Same seed,
 same bytes: every item draws from its own generator seeded by (seed, kind, class, index).
 """
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 from webda.data.images import save_jpeg
 from webda.data.scenes import (
     ClassSpec, WebLook, banner_clip, class_catalogue, clutter_background, render_clip, target_background, trajectory,
+    web_background,
 )
 from webda.data.shots import Shot
 from webda.data.video import write_mp4
@@ -89,6 +91,23 @@ def _rng(seed: int, kind: str, class_index: int, index: int) -> np.random.Genera
     return np.random.default_rng([seed, _KIND_CODES[kind], class_index, index])
 
 
+def draw_stream(classes: List[ClassSpec], c: int) -> int:
+    """The generator stream of class ``c``: a motion pair's two classes share one (the lower index).
+
+    So item i of one class and item i of its partner draw the same background, colour cast,
+    blur, pose, speed and noise kind, and differ only in the motion's direction (left/right and
+    cw/ccw items start from the same frame; grow/shrink from mirrored sizes): a single frame
+    carries no evidence for either class, not even through a memorised background.
+    """
+    partner = next((k for k, spec in enumerate(classes) if spec.name == classes[c].pair), c)
+    return min(c, partner)
+
+
+def item_rng(seed: int, kind: str, classes: List[ClassSpec], c: int, index: int) -> np.random.Generator:
+    """The generator of item ``index`` of ``kind`` in class ``c`` (shared by a motion pair)."""
+    return _rng(seed, kind, draw_stream(classes, c), index)
+
+
 def _kinds(n: int, rates: Dict[str, float], rng: np.random.Generator) -> List[str]:
     """``n`` labels with ``round(rate * n)`` of each noise kind, the rest "clean", shuffled."""
     kinds = [k for k, rate in rates.items() for _ in range(round(rate * n))]
@@ -111,7 +130,7 @@ class _Writer:
 
     def target(self, split: str, c: int, i: int) -> None:
         p, spec = self.preset, self.classes[c]
-        rng = _rng(self.seed, f"target_{split}", c, i)
+        rng = item_rng(self.seed, f"target_{split}", self.classes, c, i)
         frames = render_clip(spec, trajectory(spec, p.target_frames, rng), target_background(p.target_size, rng))
         path = f"target/{split}/{spec.name}/{spec.name}_{i:03d}.mp4"
         write_mp4(frames, self.out / path, fps=p.fps, crf=18)
@@ -124,7 +143,7 @@ class _Writer:
 
     def web_image(self, c: int, i: int, kind: str) -> None:
         p = self.preset
-        rng = _rng(self.seed, "web_image", c, i)
+        rng = item_rng(self.seed, "web_image", self.classes, c, i)
         size = int(rng.integers(p.web_image_sizes[0], p.web_image_sizes[1] + 1))
         quality = int(rng.integers(30, 76))
         extra = {}
@@ -144,7 +163,7 @@ class _Writer:
             true = c if kind == "clean" else int(rng.choice(others))
             spec = self.classes[true]
             pose = trajectory(spec, 1, rng)
-            image = render_clip(spec, pose, clutter_background(size, rng))[0]
+            image = render_clip(spec, pose, web_background(size, rng))[0]
             image = WebLook.sample(rng).apply(image)
         name = self.classes[c].name
         path = f"web_images/{name}/{name}_{i:04d}.jpg"
@@ -154,9 +173,9 @@ class _Writer:
 
     def web_video(self, c: int, i: int, spliced: bool) -> None:
         p, spec = self.preset, self.classes[c]
-        rng = _rng(self.seed, "web_video", c, i)
+        rng = item_rng(self.seed, "web_video", self.classes, c, i)
         size = p.web_video_size
-        relevant = render_clip(spec, trajectory(spec, p.web_video_frames, rng), clutter_background(size, rng))
+        relevant = render_clip(spec, trajectory(spec, p.web_video_frames, rng), web_background(size, rng))
         relevant = WebLook.sample(rng).apply(relevant)
         path = f"web_videos/{spec.name}/{spec.name}_{i:03d}.mp4"
         splice = rng.choice(["start", "middle", "end"]) if spliced else None
@@ -232,13 +251,13 @@ def generate(out, preset: str = "tiny", seed: int = 0, num_classes: Optional[int
                 for i in range(count):
                     writer.target(split, c, i)
         for c in range(k):
-            rng = _rng(seed, "image_noise", c, 0)
+            rng = item_rng(seed, "image_noise", classes, c, 0)
             mislabeled = p.mislabeled_rate if k > 2 else 0.0  # two classes = one pair: no class looks different
             kinds = _kinds(p.web_images, {"irrelevant": p.irrelevant_rate, "mislabeled": mislabeled}, rng)
             kinds += ["duplicate"] * p.duplicates
             for i, j in enumerate(rng.permutation(len(kinds))):
                 writer.web_image(c, i, kinds[j])
-            spliced = _kinds(p.web_videos, {"spliced": p.splice_rate}, _rng(seed, "video_noise", c, 0))
+            spliced = _kinds(p.web_videos, {"spliced": p.splice_rate}, item_rng(seed, "video_noise", classes, c, 0))
             for i, kind in enumerate(spliced):
                 writer.web_video(c, i, kind == "spliced")
         for i in range(p.reuploads):
