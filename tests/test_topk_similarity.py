@@ -32,8 +32,9 @@ def _slow(backend, device):
 
 @pytest.fixture(autouse=True)
 def small_cpu_tiles(monkeypatch):
-    """CPU tiles of 8 query rows x 4096 / max(8, D) bank rows: small problems span many tiles."""
-    monkeypatch.setattr(tk, "_CPU_BUFFER_ELEMENTS", 4096)
+    """CPU blocks of 8 query rows x 4096 / D bank rows: small problems span many chunks."""
+    monkeypatch.setattr(tk, "_CPU_CHUNK_ELEMENTS", 4096)
+    monkeypatch.setattr(tk, "_CPU_COPY_CHUNK_ELEMENTS", 4096)
     monkeypatch.setattr(tk, "_CPU_MAX_ROWS", 8)
 
 

@@ -11,8 +11,8 @@ Rank order everywhere is that of the reference (a stable descending ``torch.sort
 above everything, then larger values, then the lower bank index among equal values
 (-0.0 and 0.0 are equal). The fast backends never hold the (Nq, Nb) matrix:
 
-- ``cpu``: torch.mm computes one (rows, tile) block of similarities at a time into a reused
-  buffer (at most 8 MB) and the C++ kernel folds it into each row's running top-k;
+- ``cpu``: one C++ kernel computes the similarities block by block in registers and folds
+  them into per-thread running top-k heaps (csrc/cpu/topk_similarity.cpp);
 - ``triton`` / ``cuda``: one kernel computes similarity tiles in registers / shared memory
   and keeps a running top-k per row and bank chunk as packed 64-bit keys (format in
   triton/topk_similarity.py); the (Nq, chunks * k) keys are merged by ``torch.topk`` and decoded.
@@ -43,12 +43,12 @@ CPU_MIN_BANK = 128
 CPU_MIN_BANK_PER_K = 4
 _SMALL_SPEC = dataclasses.replace(SPEC, auto={})
 
-# Elements of the CPU backend's similarity buffer (float32: 8 MB) and of a half-precision bank
-# tile's float32 copy; and its most query rows. Bank shape, 2 threads, quiet machine, four
-# alternating runs: 2^21 elements 142-248 ms, 2^23 168-286 ms (each 2^21 run the faster, the
-# tile being read back while it is still in cache); 2^18 and below lose more to the GEMM's
-# fixed costs than they gain in cache.
-_CPU_BUFFER_ELEMENTS = 1 << 21
+# The CPU backend reads the bank in chunks of at most _CPU_CHUNK_ELEMENTS elements, for query
+# blocks of at most _CPU_MAX_ROWS rows, and merges the chunks' results; a bank it has to copy
+# (half types upcast to float32, rows not contiguous along D) goes _CPU_COPY_CHUNK_ELEMENTS at a
+# time, so the extra memory stays small.
+_CPU_CHUNK_ELEMENTS = 1 << 30
+_CPU_COPY_CHUNK_ELEMENTS = 1 << 21
 _CPU_MAX_ROWS = 1024
 # The GPU kernels keep k (rounded up to a power of two) keys per row on chip.
 GPU_MAX_K = 256
@@ -66,28 +66,47 @@ def _streaming_reference(query: torch.Tensor, bank: torch.Tensor, k: int) -> Tup
 
 def _streaming_cpu(query: torch.Tensor, bank: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
     acc = _acc_dtype(query.dtype)
-    n_query, n_bank = query.shape[0], bank.shape[0]
+    n_query, dim = query.shape
+    n_bank = bank.shape[0]
     module = _extension.load("cpu")
     code = _extension.DTYPE_CODES[acc]
-    query = query.to(acc)
-    values = query.new_empty((n_query, k))
-    indices = query.new_empty((n_query, k), dtype=torch.int64)
-    rows = min(n_query, _CPU_MAX_ROWS)
-    cols = min(n_bank, max(_CPU_BUFFER_ELEMENTS // max(rows, query.shape[1]), 1))
-    buffer = query.new_empty(rows * cols)
-    keys = query.new_empty((rows, k), dtype=torch.int64)  # the running top-k's rank keys
-    for r0 in range(0, n_query, rows):
-        r1 = min(r0 + rows, n_query)
-        block_indices = indices[r0:r1]
-        for c0 in range(0, n_bank, cols):
-            c1 = min(c0 + cols, n_bank)
-            scores = buffer[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)
-            torch.mm(query[r0:r1], bank[c0:c1].to(acc).T, out=scores)
-            module.topk_similarity_update(scores.data_ptr(), r1 - r0, c1 - c0, c0, keys.data_ptr(),
-                                          block_indices.data_ptr(), k, code)
-        module.topk_similarity_finalize(keys.data_ptr(), block_indices.data_ptr(), values[r0:r1].data_ptr(), r1 - r0,
-                                        k, code)
-    return values.to(bank.dtype), indices
+    query = query.to(acc).contiguous()
+    # The kernel reads rows contiguous along D: other banks (half types, transposed, expanded)
+    # are copied, one small chunk at a time.
+    copied = bank.dtype != acc or bank.stride(-1) != 1 or (n_bank > 1 and bank.stride(0) < dim)
+    chunk = max(k, (_CPU_COPY_CHUNK_ELEMENTS if copied else _CPU_CHUNK_ELEMENTS) // max(dim, 1))
+    values, indices = [], []
+    for r0 in range(0, n_query, _CPU_MAX_ROWS):
+        block = query[r0:r0 + _CPU_MAX_ROWS]
+        best = None
+        for c0 in range(0, n_bank, chunk):
+            part = bank[c0:c0 + chunk]
+            if copied:
+                part = part.to(acc, memory_format=torch.contiguous_format, copy=True)
+            found = _search_cpu(module, block, part, min(k, part.shape[0]), code)
+            best = found if best is None else _merge_sorted(best, (found[0], found[1] + c0), k)
+        values.append(best[0])
+        indices.append(best[1])
+    return torch.cat(values).to(bank.dtype), torch.cat(indices)
+
+
+def _search_cpu(module, query: torch.Tensor, bank: torch.Tensor, k: int, code: int):
+    """The fused kernel on one query block and one bank chunk (both contiguous along D)."""
+    values = query.new_empty((query.shape[0], k))
+    indices = query.new_empty((query.shape[0], k), dtype=torch.int64)
+    row_stride = bank.stride(0) if bank.shape[0] > 1 else query.shape[1]
+    module.topk_similarity_search(query.data_ptr(), bank.data_ptr(), row_stride,
+                                  query.shape[0], bank.shape[0], query.shape[1], k, values.data_ptr(),
+                                  indices.data_ptr(), code)
+    return values, indices
+
+
+def _merge_sorted(first, second, k: int):
+    """The k best of two sorted (values, indices) results whose indices in ``first`` are all lower:
+    a stable descending sort keeps the reference's order (NaN first, ties to the lower index)."""
+    values = torch.cat([first[0], second[0]], dim=1)
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :k]
+    return values.gather(1, order), torch.cat([first[1], second[1]], dim=1).gather(1, order)
 
 
 def _gpu_chunks(n_query: int, n_bank: int, rows_per_block: int, cols_per_tile: int, device: torch.device):

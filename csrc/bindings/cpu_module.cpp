@@ -14,11 +14,9 @@ PYBIND11_MODULE(_C_cpu, m) {
   m.def("grad_reverse_backward", &webda::cpu::grad_reverse_backward, py::arg("grad"), py::arg("out"),
         py::arg("dtype"), py::arg("sizes"), py::arg("grad_strides"), py::arg("coeff"),
         py::call_guard<py::gil_scoped_release>());
-  m.def("topk_similarity_update", &webda::cpu::topk_similarity_update, py::arg("scores"), py::arg("rows"),
-        py::arg("cols"), py::arg("seen"), py::arg("keys"), py::arg("indices"), py::arg("k"), py::arg("dtype"),
-        py::call_guard<py::gil_scoped_release>());
-  m.def("topk_similarity_finalize", &webda::cpu::topk_similarity_finalize, py::arg("keys"), py::arg("indices"),
-        py::arg("values"), py::arg("rows"), py::arg("k"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+  m.def("topk_similarity_search", &webda::cpu::topk_similarity_search, py::arg("query"), py::arg("bank"),
+        py::arg("bank_stride"), py::arg("queries"), py::arg("rows"), py::arg("depth"), py::arg("k"), py::arg("values"),
+        py::arg("indices"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
   m.def("residual_temporal_forward", &webda::cpu::residual_temporal_forward, py::arg("z"), py::arg("weight"),
         py::arg("bias"), py::arg("y"), py::arg("n"), py::arg("c"), py::arg("t"), py::arg("hw"), py::arg("kt"),
         py::arg("relu"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());

@@ -12,15 +12,13 @@ namespace webda::cpu {
 void grad_reverse_backward(uintptr_t grad, uintptr_t out, int dtype, const std::vector<int64_t>& sizes,
                            const std::vector<int64_t>& grad_strides, double coeff);
 
-// Streaming top-k selection (topk_similarity.cpp). `keys` (rows, k) int64 and `indices`
-// (rows, k) int64 hold each row's running top-k; `scores` (rows, cols) contiguous are the
-// similarities to bank rows seen .. seen + cols - 1, tiles arriving in bank order. update folds
-// one tile in; finalize sorts each row (NaN first, then descending value, then ascending index)
-// into `values` (rows, k) and `indices`. dtype: the scores' and values' code, float32 or float64.
-void topk_similarity_update(uintptr_t scores, int64_t rows, int64_t cols, int64_t seen, uintptr_t keys,
-                            uintptr_t indices, int64_t k, int dtype);
-void topk_similarity_finalize(uintptr_t keys, uintptr_t indices, uintptr_t values, int64_t rows, int64_t k,
-                              int dtype);
+// Fused top-k similarity search (topk_similarity.cpp): values (queries, k) and int64 indices
+// (queries, k) of the k largest query @ bank.T per query row, sorted (NaN first, then descending
+// value, then ascending index). query (queries, depth) contiguous; bank (rows, depth) with row
+// stride bank_stride, contiguous along depth; 1 <= k <= rows. dtype: float32 or float64 (all
+// four arrays but indices).
+void topk_similarity_search(uintptr_t query, uintptr_t bank, int64_t bank_stride, int64_t queries, int64_t rows,
+                            int64_t depth, int64_t k, uintptr_t values, uintptr_t indices, int dtype);
 
 // Fused temporal part of the (2+1)D block (residual_conv2plus1d.cpp). z, y, grad_y, grad_z are
 // (N, C, T, H, W) in channels_last_3d memory ([N][T][H][W][C] contiguous), hw = H * W; weight

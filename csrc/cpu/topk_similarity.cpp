@@ -1,12 +1,14 @@
-// Streaming top-k selection on the CPU: the fused selection half of topk_similarity.
+// Fused top-k similarity search on the CPU: the k largest query @ bank.T per query row.
 //
-// Python computes the similarities tile by tile (torch.mm into one reused buffer) and hands
-// each tile here. Every query row keeps a running top-k as a binary heap whose root is the
-// worst kept entry; a candidate enters only if it ranks above the root, so after the first
-// tiles almost every score is rejected by one comparison with the row's threshold, tested
-// 16 scores at a time. Rank order is torch.sort's descending stable order: NaN above
-// everything, then larger values, then lower bank indices among equal values; the heaps
-// hold integer rank keys (rank_key) so that this order takes integer comparisons only.
+// The similarities never reach memory. Threads split the bank into contiguous ranges of rows
+// and walk them in bank order; for kRows bank rows x kCols queries at a time the micro-tile
+// (micro_tile.h) computes the dot products in registers, and one vector comparison per
+// register against the queries' thresholds rejects almost every score. Each thread keeps a
+// running top-k per query as a binary heap whose root is the worst kept entry (its value is
+// the threshold); a candidate enters only if it ranks above the root. At the end each query's
+// per-thread heaps are merged. Rank order is torch.sort's descending stable order: NaN above
+// everything, then larger values, then lower bank indices among equal values; the heaps hold
+// integer rank keys (rank_key) so that this order takes integer comparisons only.
 #include <omp.h>
 
 #include <algorithm>
@@ -18,14 +20,11 @@
 #include <vector>
 
 #include "common.h"
+#include "cpu/micro_tile.h"
 #include "cpu/ops.h"
 
 namespace webda::cpu {
 namespace {
-
-template <typename V> struct SameSizeInt;
-template <> struct SameSizeInt<float> { using type = int32_t; };
-template <> struct SameSizeInt<double> { using type = int64_t; };
 
 // A value as an integer whose order is the rank order: the bits made order-preserving as a
 // signed integer, every NaN made one positive NaN (above +inf) and -0.0 made 0.0. Entries are
@@ -81,61 +80,109 @@ struct RowHeap {
   }
 };
 
-constexpr int64_t kBlock = 16;  // scores tested against the threshold per vector step
+// Bytes of bank rows one group of blocks reads: they stay in L2 while every query panel uses them.
+constexpr int64_t kGroupBytes = 256 << 10;
 
-// Folds scores[0, cols) of one row (bank indices first_index..) into its full heap of k.
-// Every candidate has a larger index than every kept entry, so it enters iff its value
-// ranks strictly above the root's: iff !(x <= root) while the root is not NaN.
-template <typename V>
-void fold_into_full_heap(const V* scores, int64_t cols, int64_t first_index, RowHeap heap, int64_t k) {
-  V threshold = value_of<V>(heap.key[0]);
-  if (std::isnan(threshold)) return;  // k NaNs with lower indices: nothing later can enter
-  auto offer = [&](int64_t j) {
-    if (scores[j] <= threshold) return true;
-    heap.replace_root(k, rank_key(scores[j]), first_index + j);
-    threshold = value_of<V>(heap.key[0]);
-    return !std::isnan(threshold);
-  };
-  int64_t j = 0;
-  for (; j + kBlock <= cols; j += kBlock) {
-    int any = 0;
-#pragma omp simd reduction(| : any)
-    for (int64_t t = 0; t < kBlock; ++t) any |= !(scores[j + t] <= threshold);
-    if (!any) continue;
-    for (int64_t t = 0; t < kBlock; ++t) {
-      if (!offer(j + t)) return;
+// One thread's running top-k of every query: heaps (rank keys, bank indices) of k entries,
+// how many each holds, and the threshold a score must exceed to be offered: NaN while the
+// heap fills (every score passes), then the root's value (+inf once the root is NaN: only a
+// NaN passes, and loses to it on the index).
+template <typename V> struct ThreadTopK {
+  int64_t k;
+  std::vector<int64_t> keys, indices, filled;
+  std::vector<V> threshold;
+
+  ThreadTopK(int64_t queries, int64_t columns, int64_t k)
+      : k(k), keys(queries * k), indices(queries * k), filled(queries, 0),
+        threshold(columns, std::numeric_limits<V>::quiet_NaN()) {}
+
+  // Offers bank row `index` with similarity `score` to query q. Within a thread the indices
+  // only grow, so an equal value never enters a full heap (the kept one has the lower index).
+  void offer(int64_t q, V score, int64_t index) {
+    RowHeap heap{keys.data() + q * k, indices.data() + q * k};
+    const int64_t key = rank_key(score);
+    if (filled[q] < k) {
+      heap.push(filled[q]++, key, index);
+      if (filled[q] < k) return;
+    } else if (key > heap.key[0]) {
+      heap.replace_root(k, key, index);
+    } else {
+      return;
     }
+    const V root = value_of<V>(heap.key[0]);
+    threshold[q] = std::isnan(root) ? std::numeric_limits<V>::infinity() : root;
   }
-  for (; j < cols; ++j) {
-    if (!offer(j)) return;
-  }
-}
+};
 
+// Scores of kRows bank rows (from `first`, `valid` of them real) against the kCols queries from
+// q0 whose transposed panel (depth x kCols) is `panel`, offered to `top`.
 template <typename V>
-void update(const V* scores, int64_t rows, int64_t cols, int64_t seen, int64_t* keys, int64_t* indices, int64_t k) {
-  const int64_t filled = std::min(seen, k);
-#pragma omp parallel for schedule(static) if (rows * cols > (1 << 14))
-  for (int64_t r = 0; r < rows; ++r) {
-    const V* row = scores + r * cols;
-    RowHeap heap{keys + r * k, indices + r * k};
-    int64_t j = 0;
-    for (int64_t size = filled; size < k && j < cols; ++size, ++j) heap.push(size, rank_key(row[j]), seen + j);
-    if (j < cols) fold_into_full_heap(row + j, cols - j, seen + j, heap, k);
-  }
+void search_tile(const V* const (&rows)[kRows], int64_t valid, int64_t first, const V* panel, int64_t q0,
+                 int64_t depth, int64_t queries, ThreadTopK<V>& top) {
+  using Vector = typename Vec<V>::type;
+  constexpr int W = Vec<V>::kWidth;
+  Vector acc[kRows][kVectors] = {};
+  micro_tile<V, true>(rows, 1, panel, Vec<V>::kCols, Vec<V>::kCols, depth, acc);
+  Vector threshold[kVectors];
+  for (int v = 0; v < kVectors; ++v) threshold[v] = *reinterpret_cast<const Vector*>(top.threshold.data() + q0 + v * W);
+  typename Vec<V>::mask passes = {};
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < kVectors; ++v) passes |= ~(acc[r][v] <= threshold[v]);  // NaN scores pass
+  bool any = false;
+  for (int lane = 0; lane < W; ++lane) any |= passes[lane] != 0;
+  if (!any) return;
+  for (int r = 0; r < valid; ++r)
+    for (int v = 0; v < kVectors; ++v)
+      for (int lane = 0; lane < W; ++lane) {
+        const int64_t q = q0 + v * W + lane;
+        const V score = acc[r][v][lane];
+        if (q < queries && !(score <= top.threshold[q])) top.offer(q, score, first + r);
+      }
 }
 
-template <typename V> void finalize(const int64_t* keys, int64_t* indices, V* values, int64_t rows, int64_t k) {
-#pragma omp parallel if (rows * k > (1 << 14))
+// values, indices (queries, k) of query (queries x depth) against bank rows (rows x depth, row
+// stride bank_stride), both contiguous along depth.
+template <typename V>
+void search(const V* query, const V* bank, int64_t bank_stride, int64_t queries, int64_t rows, int64_t depth,
+            int64_t k, V* values, int64_t* indices) {
+  constexpr int64_t kCols = Vec<V>::kCols;
+  // The queries in panels of kCols, each transposed (depth x kCols, zero past the last query):
+  // a panel stays in L1 while a group of bank blocks whose rows fit in L2 runs against it.
+  const int64_t panels = ceil_div(queries, kCols), columns = panels * kCols;
+  std::vector<V> qt(depth * columns, V(0));
+  for (int64_t q = 0; q < queries; ++q)
+    for (int64_t i = 0; i < depth; ++i) qt[((q / kCols) * depth + i) * kCols + q % kCols] = query[q * depth + i];
+  const int threads = omp_get_max_threads();
+  std::vector<ThreadTopK<V>> tops;
+  for (int t = 0; t < threads; ++t) tops.emplace_back(queries, columns, k);
+  const int64_t blocks = ceil_div(rows, kRows);
+  const int64_t group = std::max<int64_t>(1, kGroupBytes / (kRows * std::max<int64_t>(depth, 1) * int64_t(sizeof(V))));
+#pragma omp parallel num_threads(threads)
   {
-    std::vector<std::pair<int64_t, int64_t>> entries(k);  // (rank key, -index): descending = output order
+    const int64_t id = omp_get_thread_num(), count = omp_get_num_threads();
+    const int64_t last = blocks * (id + 1) / count;
+    ThreadTopK<V>& top = tops[id];
+    for (int64_t group_first = blocks * id / count; group_first < last; group_first += group)
+      for (int64_t panel = 0; panel < panels; ++panel)
+        for (int64_t block = group_first; block < std::min(last, group_first + group); ++block) {
+          const int64_t first = block * kRows, valid = std::min<int64_t>(kRows, rows - first);
+          const V* a[kRows];
+          for (int r = 0; r < kRows; ++r) a[r] = bank + (first + std::min<int64_t>(r, valid - 1)) * bank_stride;
+          search_tile(a, valid, first, qt.data() + panel * depth * kCols, panel * kCols, depth, queries, top);
+        }
+  }
+#pragma omp parallel if (queries * k * threads > (1 << 14))
+  {
+    std::vector<std::pair<int64_t, int64_t>> entries;  // (rank key, -index): descending = output order
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      int64_t* idx = indices + r * k;
-      for (int64_t i = 0; i < k; ++i) entries[i] = {keys[r * k + i], -idx[i]};
-      std::sort(entries.begin(), entries.end(), std::greater<>());
+    for (int64_t q = 0; q < queries; ++q) {
+      entries.clear();
+      for (const ThreadTopK<V>& top : tops)
+        for (int64_t i = 0; i < top.filled[q]; ++i) entries.emplace_back(top.keys[q * k + i], -top.indices[q * k + i]);
+      std::partial_sort(entries.begin(), entries.begin() + k, entries.end(), std::greater<>());
       for (int64_t i = 0; i < k; ++i) {
-        values[r * k + i] = value_of<V>(entries[i].first);
-        idx[i] = -entries[i].second;
+        values[q * k + i] = value_of<V>(entries[i].first);
+        indices[q * k + i] = -entries[i].second;
       }
     }
   }
@@ -154,23 +201,14 @@ template <typename F> void dispatch_score_dtype(int dtype, const char* what, F&&
 
 }  // namespace
 
-void topk_similarity_update(uintptr_t scores, int64_t rows, int64_t cols, int64_t seen, uintptr_t keys,
-                            uintptr_t indices, int64_t k, int dtype) {
-  check(rows >= 0 && cols >= 0 && seen >= 0 && k >= 1, "topk_similarity_update: negative size or k < 1");
-  dispatch_score_dtype(dtype, "topk_similarity_update", [&](auto tag) {
+void topk_similarity_search(uintptr_t query, uintptr_t bank, int64_t bank_stride, int64_t queries, int64_t rows,
+                            int64_t depth, int64_t k, uintptr_t values, uintptr_t indices, int dtype) {
+  check(queries >= 0 && depth >= 0 && k >= 1 && rows >= k && bank_stride >= depth,
+        "topk_similarity_search: sizes must satisfy queries, depth >= 0, 1 <= k <= rows, bank_stride >= depth");
+  dispatch_score_dtype(dtype, "topk_similarity_search", [&](auto tag) {
     using V = decltype(tag);
-    update(reinterpret_cast<const V*>(scores), rows, cols, seen, reinterpret_cast<int64_t*>(keys),
-           reinterpret_cast<int64_t*>(indices), k);
-  });
-}
-
-void topk_similarity_finalize(uintptr_t keys, uintptr_t indices, uintptr_t values, int64_t rows, int64_t k,
-                              int dtype) {
-  check(rows >= 0 && k >= 1, "topk_similarity_finalize: rows < 0 or k < 1");
-  dispatch_score_dtype(dtype, "topk_similarity_finalize", [&](auto tag) {
-    using V = decltype(tag);
-    finalize(reinterpret_cast<const int64_t*>(keys), reinterpret_cast<int64_t*>(indices), reinterpret_cast<V*>(values),
-             rows, k);
+    search(reinterpret_cast<const V*>(query), reinterpret_cast<const V*>(bank), bank_stride, queries, rows, depth, k,
+           reinterpret_cast<V*>(values), reinterpret_cast<int64_t*>(indices));
   });
 }
 
