@@ -36,9 +36,9 @@ SPEC = _dispatch.OpSpec(
 )
 # ``auto`` picks "cpu" only for banks of at least max(CPU_MIN_BANK, CPU_MIN_BANK_PER_K * k)
 # rows. Below that, most scores enter the running top-k and the heap work loses to the
-# reference's sort. Speed of cpu over the reference, one thread: Nq = 32, D = 512, k = 29:
-# 0.85x at Nb = 32 and 64, 1.30x at Nb = 128; D = 128, Nq = 32: k = Nb = 512 0.83x,
-# Nb = 256 k = 128 0.98x, Nb = 512 k = 128 1.53x, Nb = 2048 k = 512 1.47x.
+# reference's sort. Speed of cpu over the reference, one thread (the fused kernel):
+# Nq = 32, D = 512, k = 29: 0.65x at Nb = 32, 0.74x at 64, 1.17x at 128, 1.75x at 256;
+# Nq = 32, D = 128, k = 128: 0.69x at Nb = 256, 1.23x at 512; k = 512: 0.50x at Nb = 512, 1.11x at 2048.
 CPU_MIN_BANK = 128
 CPU_MIN_BANK_PER_K = 4
 _SMALL_SPEC = dataclasses.replace(SPEC, auto={})
