@@ -27,8 +27,6 @@ input-gradient convolution and never computes its weight gradient.
 
 from __future__ import annotations
 
-import dataclasses
-
 import functools
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -46,14 +44,14 @@ SPEC = _dispatch.OpSpec(
     # convolutions beat the upcast (one thread, C=64 @ 28x28 fwd+bwd: 10 ms vs 38 ms).
     dtypes={"cpu": frozenset({torch.float16, torch.float32, torch.float64}), "triton": _GPU_DTYPES,
             "cuda": _GPU_DTYPES},
-    # CPU, float32 forward+backward with frozen spatial weights, ResNet-34 stages (batch 2, 12
-    # frames), the recorded run (benchmarks/results/cpu-xeon-2core): C=64@28 0.50x, 128@14
-    # 1.00x, 256@7 1.55x, 512@4 1.20x eager, so auto takes cpu only from CPU_MIN_CHANNELS.
-    # GPU backends await a GPU benchmark.
-    auto={"cpu": ("cpu",)},
+    # auto keeps the reference everywhere for now. CPU, float32, frozen spatial weights,
+    # ResNet-34 stages (batch 2, 12 frames), eager and cpu alternating (benchmarks/results/
+    # cpu-xeon-2core): fwd+bwd 0.88-0.99x eager at every stage. The fused temporal part wins
+    # (~4 ms vs ~7-10 ms of eager's conv3d and elementwise passes at 64@28), but the spatial
+    # convolution, the same oneDNN call on both sides, is ~60% of the block. GPU backends await
+    # a GPU benchmark.
+    auto={},
 )
-CPU_MIN_CHANNELS = 256
-_SMALL_SPEC = dataclasses.replace(SPEC, auto={})
 
 CL3D = torch.channels_last_3d
 
@@ -388,8 +386,7 @@ def residual_conv2plus1d(
     if activation not in (None, "relu"):
         raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
     _check_shapes(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias, padding_pair)
-    spec = SPEC if temporal_weight.shape[0] >= CPU_MIN_CHANNELS else _SMALL_SPEC
-    resolved = _dispatch.resolve(spec, backend, x.device, x.dtype)
+    resolved = _dispatch.resolve(SPEC, backend, x.device, x.dtype)
     y, _ = residual_conv2plus1d_op(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias,
                                    stride_pair, padding_pair, activation == "relu", resolved)
     return y
