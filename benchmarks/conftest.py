@@ -12,8 +12,8 @@ with each other; ``provider`` names who computes it ("eager", "compile", "webda-
 the CPU; on CUDA, ``triton.testing.do_bench`` (CUDA events, after warm-up) whose median is
 stored as ``device_ms`` (report.py prefers it).
 
-Speed-up over eager is measured in pairs: a group's "eager" callable (its benchmark runs
-first) is kept, and every other provider of the group then runs ``PAIRED_ROUNDS`` rounds
+Speed-up over eager on the CPU is measured in pairs: a group's "eager" callable (its benchmark
+runs first) is kept, and every other provider of the group then runs ``PAIRED_ROUNDS`` rounds
 alternating with it; ``paired_speedup`` is the median of the per-round ratios. On a shared
 machine whose speed drifts over seconds this ratio is far steadier than one of two medians
 timed minutes apart. The saved JSON records the device name, torch/triton/CUDA versions and
@@ -145,7 +145,7 @@ def measure(benchmark):
             _BASELINE_FNS[group] = fn
             while len(_BASELINE_FNS) > _KEPT_BASELINES:
                 _BASELINE_FNS.popitem(last=False)
-        elif group in _BASELINE_FNS:
+        elif group in _BASELINE_FNS and device.type == "cpu":  # CUDA-event medians are steady already
             benchmark.extra_info["paired_speedup"] = paired_speedup(fn, _BASELINE_FNS[group], device)
         benchmark.extra_info["peak_mem_bytes"] = peak_memory_bytes(fn, device)
 
