@@ -111,13 +111,18 @@ def _seconds_per_call(fn, device: torch.device, calls: int) -> float:
 
 
 def paired_speedup(fn, baseline, device: torch.device, rounds: int = PAIRED_ROUNDS) -> float:
-    """Median over ``rounds`` of baseline time / fn time, the two run back to back each round
-    (each side repeated to at least PAIRED_ROUND_SECONDS, so short calls are not timer noise)."""
+    """Median over ``rounds`` of baseline time / fn time, each round timed in the order baseline,
+    fn, fn, baseline (so that a drift or an after-effect of the previous call cancels), each side
+    repeated to at least PAIRED_ROUND_SECONDS so short calls are not timer noise."""
     once = _seconds_per_call(fn, device, 1) + _seconds_per_call(baseline, device, 1)
     calls = max(1, round(PAIRED_ROUND_SECONDS / once))
-    return statistics.median(
-        _seconds_per_call(baseline, device, calls) / _seconds_per_call(fn, device, calls) for _ in range(rounds)
-    )
+
+    def ratio() -> float:
+        base = _seconds_per_call(baseline, device, calls)
+        mine = _seconds_per_call(fn, device, calls) + _seconds_per_call(fn, device, calls)
+        return (base + _seconds_per_call(baseline, device, calls)) / mine
+
+    return statistics.median(ratio() for _ in range(rounds))
 
 
 @pytest.fixture
