@@ -68,3 +68,9 @@ def test_cli_resolved_config_reads_back(tiny_image_run):
     assert again == original and again.steps == 6 and again.size == 32
     override = resolve(ImageConfig, parser.parse_args(["--config", str(written), "--lr", "0.2", "--no-da"]))
     assert override.lr == 0.2 and override.da is False and override.size == 32
+
+
+def test_cli_diverging_run(tiny_dataset, tiny_train_cache, tmp_path, capsys):
+    """A learning rate that makes the loss non-finite stops the run with one line, not a traceback."""
+    flags = tiny_train_flags(tiny_dataset, tmp_path / "nan", tiny_train_cache)
+    assert "training diverged" in _error(["train-image", *flags, "--lr", "1e30", "--warmup-steps", "0"], capsys)

@@ -190,7 +190,8 @@ def _train(cfg: TrainConfig, stage: Stage, device: torch.device) -> dict:
             terms = ddp(inputs, labels)
         loss = terms["loss"]
         if not torch.isfinite(loss):
-            raise RuntimeError(f"step {step}: the loss is {loss.item()}; lower --lr or check the data")
+            raise UserError(f"training diverged: the loss is {loss.item()} at step {step}; lower --lr "
+                            f"(or --temporal-lr in stage 2) or check the data")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
