@@ -46,7 +46,7 @@ SPEC = _dispatch.OpSpec(
             "cuda": _GPU_DTYPES},
     # auto keeps the reference everywhere for now. CPU, float32, frozen spatial weights,
     # ResNet-34 stages (batch 2, 12 frames), eager and cpu alternating (benchmarks/results/
-    # cpu-xeon-2core): fwd+bwd 0.88-0.99x eager at every stage. The fused temporal part wins
+    # cpu-xeon-2core): fwd+bwd 0.90-0.97x eager at every stage. The fused temporal part wins
     # (~4 ms vs ~7-10 ms of eager's conv3d and elementwise passes at 64@28), but the spatial
     # convolution, the same oneDNN call on both sides, is ~60% of the block. GPU backends await
     # a GPU benchmark.

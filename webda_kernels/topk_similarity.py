@@ -237,7 +237,9 @@ def topk_similarity(
 
     Not differentiable: inputs that require grad are refused unless gradients are disabled
     (``torch.no_grad()``). The fast backends stream over the bank and never hold the
-    (Nq, Nb) similarity matrix: extra memory is O(Nq * k) plus one tile.
+    (Nq, Nb) similarity matrix. Extra memory: on the CPU, O(Nq * k) per thread, plus one
+    converted chunk for a bank it must copy (half types, rows not contiguous along D); on
+    the GPU, O(Nq * k) per bank chunk.
 
     Args:
         query: (Nq, D) floating tensor, any strides.
