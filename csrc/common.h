@@ -6,6 +6,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace webda {
 
@@ -111,6 +112,15 @@ template <typename F> void dispatch_dtype(int dtype, F&& f) {
     case kFloat64: f(double{}); break;
     default: throw std::invalid_argument("unsupported dtype code " + std::to_string(dtype));
   }
+}
+
+// Calls f(T{}) for the float32 / float64 dtype codes and nothing for the others (the kernels
+// that take only those two check the code first).
+template <typename F> void dispatch_float(int dtype, F&& f) {
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) f(tag);
+  });
 }
 
 }  // namespace webda

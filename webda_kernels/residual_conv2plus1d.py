@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from webda_kernels import _dispatch, _extension, _validate
+from webda_kernels import winograd_conv3x3 as winograd
 
 _GPU_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
 
@@ -173,6 +174,11 @@ def _unframe(frames: torch.Tensor, n: int, t: int) -> torch.Tensor:
     return frames.reshape(n, t, *frames.shape[1:]).transpose(1, 2)
 
 
+def _winograd(backend: str, spatial_weight: torch.Tensor, stride, padding, dtype: torch.dtype) -> bool:
+    """Whether the CPU backend runs the spatial conv (and its input gradient) by Winograd."""
+    return backend == "cpu" and winograd.applies(spatial_weight, stride, padding, dtype)
+
+
 def _output_hw(x_shape: Sequence[int], kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]):
     return tuple((x_shape[3 + i] + 2 * padding[i] - kernel[i]) // stride[i] + 1 for i in range(2))
 
@@ -192,7 +198,10 @@ def residual_conv2plus1d_op(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(y, z)``: y in x's memory format, z (the spatial conv's output) channels_last_3d."""
     n, t = x.shape[0], x.shape[2]
-    frames = F.conv2d(_frames(x, _channels_last(x)), spatial_weight, spatial_bias, stride, padding)
+    if _winograd(backend, spatial_weight, stride, padding, x.dtype):
+        frames = winograd.conv3x3(_frames(x, True), spatial_weight, spatial_bias, padding[0])
+    else:
+        frames = F.conv2d(_frames(x, _channels_last(x)), spatial_weight, spatial_bias, stride, padding)
     z = _unframe(frames, n, t).contiguous(memory_format=CL3D)
     bias = None if temporal_bias is None else temporal_bias.contiguous()
     y = _TEMPORAL[backend][0](z, temporal_weight.contiguous(), bias, relu)
@@ -270,27 +279,33 @@ def _backward(ctx, grad_y, grad_z_unused):
     grad_x = grad_spatial_weight = grad_spatial_bias = None
     if ctx.need_spatial:
         n, cin, t, h, w = ctx.x_shape
-        grad_frames = _frames(grad_z, ctx.channels_last)
-        # Without x (frozen spatial weight) the input only gives its shape and layout: an
-        # uninitialised tensor (an expanded one, as torch.nn.grad.conv2d_input passes, is
-        # copied whole by oneDNN's backward).
-        if x is None:
-            layout = torch.channels_last if ctx.channels_last else torch.contiguous_format
-            frames = torch.empty((n * t, cin, h, w), dtype=grad_frames.dtype, device=grad_frames.device,
-                                 memory_format=layout)
-        else:
-            frames = _frames(x, ctx.channels_last)
-        weight_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
-        grad_frames_x, grad_spatial_weight, grad_spatial_bias = torch.ops.aten.convolution_backward(
-            grad_frames, frames, spatial_weight.contiguous(memory_format=weight_format),
-            [spatial_weight.shape[0]] if needs[_SPATIAL_BIAS] else None,
-            ctx.stride, ctx.padding, [1, 1], False, [0, 0], 1,
-            [needs[_X], needs[_SPATIAL_WEIGHT], needs[_SPATIAL_BIAS]],
-        )
-        if grad_frames_x is not None:
+        need_x = needs[_X]
+        if need_x and _winograd(ctx.backend, spatial_weight, ctx.stride, ctx.padding, grad_z.dtype):
+            grad_frames_x = winograd.conv3x3_input_grad(_frames(grad_z, True), spatial_weight, ctx.padding[0])
             grad_x = _unframe(grad_frames_x, n, t).contiguous(memory_format=_memory_format(ctx.channels_last))
-        if grad_spatial_weight is not None:
-            grad_spatial_weight = grad_spatial_weight.contiguous()
+            need_x = False
+        if need_x or needs[_SPATIAL_WEIGHT] or needs[_SPATIAL_BIAS]:
+            grad_frames = _frames(grad_z, ctx.channels_last)
+            # Without x (frozen spatial weight) the input only gives its shape and layout: an
+            # uninitialised tensor (an expanded one, as torch.nn.grad.conv2d_input passes, is
+            # copied whole by oneDNN's backward).
+            if x is None:
+                layout = torch.channels_last if ctx.channels_last else torch.contiguous_format
+                frames = torch.empty((n * t, cin, h, w), dtype=grad_frames.dtype, device=grad_frames.device,
+                                     memory_format=layout)
+            else:
+                frames = _frames(x, ctx.channels_last)
+            weight_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
+            grad_frames_x, grad_spatial_weight, grad_spatial_bias = torch.ops.aten.convolution_backward(
+                grad_frames, frames, spatial_weight.contiguous(memory_format=weight_format),
+                [spatial_weight.shape[0]] if needs[_SPATIAL_BIAS] else None,
+                ctx.stride, ctx.padding, [1, 1], False, [0, 0], 1,
+                [need_x, needs[_SPATIAL_WEIGHT], needs[_SPATIAL_BIAS]],
+            )
+            if grad_frames_x is not None:
+                grad_x = _unframe(grad_frames_x, n, t).contiguous(memory_format=_memory_format(ctx.channels_last))
+            if grad_spatial_weight is not None:
+                grad_spatial_weight = grad_spatial_weight.contiguous()
     return (grad_x, grad_spatial_weight, grad_temporal_weight, grad_spatial_bias, grad_temporal_bias,
             None, None, None, None)
 

@@ -24,6 +24,12 @@ PYBIND11_MODULE(_C_cpu, m) {
         py::arg("y"), py::arg("weight"), py::arg("grad_z"), py::arg("grad_weight"), py::arg("grad_bias"),
         py::arg("n"), py::arg("c"), py::arg("t"), py::arg("hw"), py::arg("kt"), py::arg("relu"), py::arg("dtype"),
         py::call_guard<py::gil_scoped_release>());
+  m.def("winograd_input_transform", &webda::cpu::winograd_input_transform, py::arg("input"), py::arg("v"),
+        py::arg("frames"), py::arg("h"), py::arg("w"), py::arg("c"), py::arg("pad"), py::arg("dtype"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("winograd_output_transform", &webda::cpu::winograd_output_transform, py::arg("m"), py::arg("bias"),
+        py::arg("out"), py::arg("frames"), py::arg("h"), py::arg("w"), py::arg("c"), py::arg("pad"),
+        py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
   m.def("omp_max_threads", []() { return omp_get_max_threads(); });
   m.def("build_info", []() {
     namespace b = webda::build;

@@ -188,13 +188,6 @@ Shape checked_shape(const char* op, int64_t n, int64_t c, int64_t t, int64_t hw,
   return Shape{n, c, t, hw, kt};
 }
 
-// Calls f(T{}) for the float32 / float64 dtype codes (checked_shape rejects the others).
-template <typename F> void dispatch_float(int dtype, F&& f) {
-  dispatch_dtype(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) f(tag);
-  });
-}
 
 }  // namespace
 
