@@ -38,24 +38,36 @@ template <typename V> inline void bt(const V (&d)[4], V (&out)[4]) {
   out[3] = d[1] - d[3];
 }
 
+// Calls f(tile, frame, ty, tx) for every tile, threads splitting the rows of tiles (no
+// divisions per tile).
+template <typename F> void for_each_tile(const Tiles& g, F&& f) {
+  const int64_t tile_rows = g.frames * g.rows();
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < tile_rows; ++row) {
+    const int64_t frame = row / g.rows(), ty = row % g.rows();
+    for (int64_t tx = 0; tx < g.cols(); ++tx) f(row * g.cols() + tx, frame, ty, tx);
+  }
+}
+
 template <typename T> void input_transform(const T* in, int64_t c, const Tiles& g, T* v) {
   using V = typename Vec<T>::type;
   constexpr int W = Vec<T>::kWidth;
-  const int64_t tiles = g.count(), per_frame = g.rows() * g.cols();
-#pragma omp parallel for schedule(static)
-  for (int64_t tile = 0; tile < tiles; ++tile) {
-    const int64_t frame = tile / per_frame, ty = tile % per_frame / g.cols(), tx = tile % g.cols();
+  const int64_t tiles = g.count();
+  for_each_tile(g, [&](int64_t tile, int64_t frame, int64_t ty, int64_t tx) {
     const int64_t y0 = 2 * ty - g.pad, x0 = 2 * tx - g.pad;
+    const bool interior = y0 >= 0 && y0 + 4 <= g.h && x0 >= 0 && x0 + 4 <= g.w;
+    const T* patch = in + ((frame * g.h + y0) * g.w + x0) * c;  // may point outside: read only in range
     for (int64_t c0 = 0; c0 < c; c0 += W) {
       const int64_t n = std::min<int64_t>(W, c - c0);
       V rows[4][4];  // (B^T d)[i][j]: the row pass, one input column j at a time
       for (int j = 0; j < 4; ++j) {
-        const int64_t x = x0 + j;
         V col[4];
         for (int i = 0; i < 4; ++i) {
-          const int64_t y = y0 + i;
-          col[i] = (y >= 0 && y < g.h && x >= 0 && x < g.w) ? load_n(in + ((frame * g.h + y) * g.w + x) * c + c0, n)
-                                                            : V{};
+          const T* src = patch + (i * g.w + j) * c + c0;
+          if (interior && n == W)
+            col[i] = *reinterpret_cast<const V*>(src);
+          else
+            col[i] = (y0 + i >= 0 && y0 + i < g.h && x0 + j >= 0 && x0 + j < g.w) ? load_n(src, n) : V{};
         }
         V out[4];
         bt(col, out);
@@ -67,16 +79,14 @@ template <typename T> void input_transform(const T* in, int64_t c, const Tiles& 
         for (int j = 0; j < 4; ++j) store_n(v + ((4 * i + j) * tiles + tile) * c + c0, out[j], n);
       }
     }
-  }
+  });
 }
 
 template <typename T> void output_transform(const T* m, const T* bias, int64_t c, const Tiles& g, T* out) {
   using V = typename Vec<T>::type;
   constexpr int W = Vec<T>::kWidth;
-  const int64_t tiles = g.count(), per_frame = g.rows() * g.cols(), ho = g.out_h(), wo = g.out_w();
-#pragma omp parallel for schedule(static)
-  for (int64_t tile = 0; tile < tiles; ++tile) {
-    const int64_t frame = tile / per_frame, ty = tile % per_frame / g.cols(), tx = tile % g.cols();
+  const int64_t tiles = g.count(), ho = g.out_h(), wo = g.out_w();
+  for_each_tile(g, [&](int64_t tile, int64_t frame, int64_t ty, int64_t tx) {
     for (int64_t c0 = 0; c0 < c; c0 += W) {
       const int64_t n = std::min<int64_t>(W, c - c0);
       V t[2][4];  // A^T M: rows m0 + m1 + m2 and m1 - m2 - m3, per column j
@@ -95,7 +105,7 @@ template <typename T> void output_transform(const T* m, const T* bias, int64_t c
         }
       }
     }
-  }
+  });
 }
 
 Tiles checked_tiles(const char* op, int64_t frames, int64_t h, int64_t w, int64_t c, int64_t pad, int dtype) {
