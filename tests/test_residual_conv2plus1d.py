@@ -291,6 +291,23 @@ def test_conv2plus1d_frozen_spatial_weight_gradient_is_never_computed(backend, t
     assert ("spatial_weight" in grads) == ("spatial_bias" in grads) == train_spatial
 
 
+@pytest.mark.parametrize("channels,stride,frozen,picks", [
+    (128, 1, True, "cpu"),  # the measured win: frozen, 3x3, stride 1, >= 128 channels
+    (64, 1, True, "reference"),  # oneDNN's direct conv is faster at 64 channels
+    (128, 2, True, "reference"),  # no Winograd for stride 2
+    (128, 1, False, "reference"),  # a trained spatial weight: not measured, not picked
+])
+def test_conv2plus1d_auto_picks_cpu_only_where_it_measured_faster(monkeypatch, channels, stride, frozen, picks):
+    if not _serves("cpu", torch.float32):
+        pytest.skip("the CPU extension is not built")
+    x = torch.randn(1, channels, 2, 5, 5)
+    spatial_weight = torch.randn(channels, channels, 3, 3, requires_grad=not frozen)
+    seen = []
+    monkeypatch.setattr(_dispatch, "resolve", lambda *a, resolve=_dispatch.resolve: seen.append(resolve(*a)) or seen[-1])
+    wk.residual_conv2plus1d(x, spatial_weight, torch.zeros(channels, channels, 3), stride=stride, padding=1)
+    assert seen == [picks]
+
+
 def test_conv2plus1d_without_any_gradient_needs_no_backward():
     x = torch.randn(1, 3, 2, 4, 4)
     y = wk.residual_conv2plus1d(x, torch.randn(5, 3, 3, 3), torch.randn(5, 5, 3), padding=1, backend="cpu")

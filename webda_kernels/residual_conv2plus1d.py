@@ -5,7 +5,9 @@ with ``conv_t`` a (C, C, kt) convolution along T (zero padding kt // 2, stride 1
 
 The spatial conv stays on the vendor library through torch (oneDNN / cuDNN on the N*T
 frames, in x's layout: channels-last frames for a channels_last_3d x, else contiguous ones,
-so a caller picks the faster one as for torch's own convolutions). The temporal part runs
+so a caller picks the faster one as for torch's own convolutions), except on the ``cpu``
+backend for wide 3x3 stride-1 convs, which it runs (and their input gradient) by Winograd
+(``webda_kernels/winograd_conv3x3.py``). The temporal part runs
 fused on a backend, with z, y and their gradients as (N, C, T, H, W) tensors in
 ``torch.channels_last_3d`` memory format (rows of C contiguous channels), where the temporal
 conv is an (N*T*H*W, C*kt) x (C*kt, C) implicit GEMM. Every backend implements the pair in
@@ -27,6 +29,7 @@ input-gradient convolution and never computes its weight gradient.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -45,14 +48,14 @@ SPEC = _dispatch.OpSpec(
     # convolutions beat the upcast (one thread, C=64 @ 28x28 fwd+bwd: 10 ms vs 38 ms).
     dtypes={"cpu": frozenset({torch.float16, torch.float32, torch.float64}), "triton": _GPU_DTYPES,
             "cuda": _GPU_DTYPES},
-    # auto keeps the reference everywhere for now. CPU, float32, frozen spatial weights,
-    # ResNet-34 stages (batch 2, 12 frames), eager and cpu alternating (benchmarks/results/
-    # cpu-xeon-2core): fwd+bwd 0.90-0.97x eager at every stage. The fused temporal part wins
-    # (~4 ms vs ~7-10 ms of eager's conv3d and elementwise passes at 64@28), but the spatial
-    # convolution, the same oneDNN call on both sides, is ~60% of the block. GPU backends await
-    # a GPU benchmark.
-    auto={},
+    auto={"cpu": ("cpu",)},  # cuda/triton await a GPU benchmark before auto may pick them
 )
+# ``auto`` picks "cpu" only for a frozen 3x3 stride-1 spatial conv of at least
+# winograd.MIN_CHANNELS channels, where the CPU backend's Winograd spatial conv and fused
+# temporal kernels beat the reference. CPU, float32, ResNet-34 stages (batch 2, 12 frames),
+# fwd+bwd, paired rounds against eager in its faster layout: 64@28 0.94x (oneDNN's direct conv
+# wins at 64 channels, so auto keeps the reference), 128@14 1.09x, 256@7 1.18x, 512@4 1.19x.
+_REFERENCE_SPEC = dataclasses.replace(SPEC, auto={})
 
 CL3D = torch.channels_last_3d
 
@@ -374,6 +377,8 @@ def residual_conv2plus1d(
         stride, padding: of the spatial conv, an int or a pair (>= 1 and >= 0).
         activation: None or "relu".
         backend: "auto", "reference", "cpu", "triton" or "cuda" (see ``available_backends()``).
+            ``auto`` picks "cpu" for a frozen 3x3 stride-1 spatial conv of at least 128
+            channels in float32/float64 on the CPU (where it measured faster), else the reference.
 
     Returns:
         y (N, C, T, Ho, Wo) with ``z = conv2d(x_t, spatial_weight, spatial_bias)`` per frame and
@@ -401,7 +406,8 @@ def residual_conv2plus1d(
     if activation not in (None, "relu"):
         raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
     _check_shapes(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias, padding_pair)
-    resolved = _dispatch.resolve(SPEC, backend, x.device, x.dtype)
+    wins = not spatial_weight.requires_grad and winograd.applies(spatial_weight, stride_pair, padding_pair, x.dtype)
+    resolved = _dispatch.resolve(SPEC if wins else _REFERENCE_SPEC, backend, x.device, x.dtype)
     y, _ = residual_conv2plus1d_op(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias,
                                    stride_pair, padding_pair, activation == "relu", resolved)
     return y
