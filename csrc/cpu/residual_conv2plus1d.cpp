@@ -28,6 +28,9 @@ namespace {
 
 // Rows of one weight-gradient reduction step: their g and z stay in L2 while every tile uses them.
 constexpr int64_t kChunkRows = 128;
+// Packed weights up to this size (C <= 128 in float32, kt = 3) count as small: they stay in L2
+// whatever order the threads walk the rows and column tiles in.
+constexpr int64_t kSmallWeightBytes = 256 << 10;
 
 struct Shape {
   int64_t n, c, t, hw, kt;
@@ -70,90 +73,116 @@ void residual_conv(const T* src, const T* packed, const T* bias, T* out, const S
   constexpr int64_t kCols = Vec<T>::kCols;
   const int64_t c = s.c, rows = s.rows(), tiles = ceil_div(c, kCols), blocks = ceil_div(rows, kRows);
   const std::vector<T> zeros(c, T(0));  // the row a tap reads outside [0, T)
-  // Column tile outermost: a thread's consecutive micro-tiles reuse one weight panel from cache.
-#pragma omp parallel for collapse(3) schedule(static)
-  for (int64_t tile = 0; tile < tiles; ++tile)
-    for (int64_t clip = 0; clip < s.n; ++clip)
-      for (int64_t block = 0; block < blocks; ++block) {
-        const int64_t m0 = block * kRows, valid = std::min<int64_t>(kRows, rows - m0);
-        const T* clip_src = src + clip * rows * c;
-        V acc[kRows][kVectors] = {};
-        for (int64_t j = 0; j < s.kt; ++j) {
-          const int64_t shift = (j - s.pad()) * s.hw;
-          if (m0 + shift >= rows || m0 + valid - 1 + shift < 0) continue;  // the tap reads only padding
-          const T* a[kRows];
-          for (int r = 0; r < kRows; ++r) {  // rows past the end repeat the last one, unstored
-            const int64_t m = m0 + std::min<int64_t>(r, valid - 1) + shift;
-            a[r] = (m >= 0 && m < rows) ? clip_src + m * c : zeros.data();
-          }
-          micro_tile<T, true>(a, 1, packed + (tile * s.kt + j) * c * kCols, kCols, kCols, c, acc);
-        }
-        const int64_t c0 = tile * kCols;
-        for (int r = 0; r < valid; ++r) {
-          const T* res = clip_src + (m0 + r) * c + c0;
-          T* dst = out + (clip * rows + m0 + r) * c + c0;
-          for (int v = 0; v < kVectors; ++v) {
-            const int64_t n = c - c0 - v * W;
-            if (n <= 0) break;
-            V value = acc[r][v] + load_n(res + v * W, n);
-            if (bias) value += load_n(bias + c0 + v * W, n);
-            if (relu) value = value < T(0) ? V{} : value;
-            store_n(dst + v * W, value, n);
-          }
-        }
+  auto block_tile = [&](int64_t tile, int64_t clip, int64_t block) {
+    const int64_t m0 = block * kRows, valid = std::min<int64_t>(kRows, rows - m0);
+    const T* clip_src = src + clip * rows * c;
+    V acc[kRows][kVectors] = {};
+    for (int64_t j = 0; j < s.kt; ++j) {
+      const int64_t shift = (j - s.pad()) * s.hw;
+      if (m0 + shift >= rows || m0 + valid - 1 + shift < 0) continue;  // the tap reads only padding
+      const T* a[kRows];
+      for (int r = 0; r < kRows; ++r) {  // rows past the end repeat the last one, unstored
+        const int64_t m = m0 + std::min<int64_t>(r, valid - 1) + shift;
+        a[r] = (m >= 0 && m < rows) ? clip_src + m * c : zeros.data();
       }
+      micro_tile<T, true>(a, 1, packed + (tile * s.kt + j) * c * kCols, kCols, kCols, c, acc);
+    }
+    const int64_t c0 = tile * kCols;
+    for (int r = 0; r < valid; ++r) {
+      const T* res = clip_src + (m0 + r) * c + c0;
+      T* dst = out + (clip * rows + m0 + r) * c + c0;
+      for (int v = 0; v < kVectors; ++v) {
+        const int64_t n = c - c0 - v * W;
+        if (n <= 0) break;
+        V value = acc[r][v] + load_n(res + v * W, n);
+        if (bias) value += load_n(bias + c0 + v * W, n);
+        if (relu) value = value < T(0) ? V{} : value;
+        store_n(dst + v * W, value, n);
+      }
+    }
+  };
+  if (tiles * s.kt * c * kCols * static_cast<int64_t>(sizeof(T)) <= kSmallWeightBytes) {
+    // Small weights (every panel stays in L2): threads split the rows, so each reads only its
+    // share of src instead of all of it.
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t clip = 0; clip < s.n; ++clip)
+      for (int64_t block = 0; block < blocks; ++block)
+        for (int64_t tile = 0; tile < tiles; ++tile) block_tile(tile, clip, block);
+  } else {
+    // Column tile outermost: a thread's consecutive micro-tiles reuse one weight panel from cache.
+#pragma omp parallel for collapse(3) schedule(static)
+    for (int64_t tile = 0; tile < tiles; ++tile)
+      for (int64_t clip = 0; clip < s.n; ++clip)
+        for (int64_t block = 0; block < blocks; ++block) block_tile(tile, clip, block);
+  }
 }
 
 // grad_w[c][c'][j] = sum_m g[m][c] z[m + (j - p) HW][c'], written to grad_w (fully).
-// Threads own disjoint (j, c-block, c'-tile) tiles and walk the rows in chunks: each chunk's
-// products are summed in registers, then added to a [j][c][c'] buffer (two-level summation).
+// The rows are walked in chunks: each chunk's products for one (j, c-block, c'-tile) tile are
+// summed in registers, then added to a [j][c][c'] buffer (two-level summation). Threads own
+// disjoint tiles and walk all rows, or, when the buffer is small, disjoint chunks of rows with
+// a buffer each (so each reads only its share of g and z), added up at the end.
 template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const Shape& s) {
   using V = typename Vec<T>::type;
   constexpr int64_t kCols = Vec<T>::kCols;
   const int64_t c = s.c, rows = s.rows();
   const int64_t row_blocks = ceil_div(c, kRows), col_tiles = ceil_div(c, kCols);
   const int64_t buf_rows = row_blocks * kRows, buf_cols = col_tiles * kCols;  // padded, never out of range
-  const int64_t tiles = s.kt * row_blocks * col_tiles;
-  T* buf = weight_scratch<T>(1, s.kt * buf_rows * buf_cols);
+  const int64_t tiles = s.kt * row_blocks * col_tiles, buf_size = s.kt * buf_rows * buf_cols;
+  const int64_t chunks_per_clip = ceil_div(rows, kChunkRows), chunks = s.n * chunks_per_clip;
+  const bool split_rows = buf_size * static_cast<int64_t>(sizeof(T)) <= kSmallWeightBytes;
+  const int64_t buffers = split_rows ? omp_get_max_threads() : 1;
+  T* buf = weight_scratch<T>(1, buffers * buf_size);
+
+  auto accumulate = [&](int64_t tile, int64_t chunk, T* sums) {
+    const int64_t clip = chunk / chunks_per_clip, m0 = chunk % chunks_per_clip * kChunkRows;
+    const int64_t j = tile / (row_blocks * col_tiles);
+    const int64_t cb = tile / col_tiles % row_blocks, ct = tile % col_tiles;
+    const int64_t shift = (j - s.pad()) * s.hw;
+    const int64_t lo = std::max(m0, -shift), hi = std::min({m0 + kChunkRows, rows, rows - shift});
+    if (lo >= hi) return;
+    const T* g_rows = g + (clip * rows + lo) * c;
+    const T* b = z + (clip * rows + lo + shift) * c + ct * kCols;
+    const int64_t b_cols = c - ct * kCols;
+    V acc[kRows][kVectors] = {};
+    const T* a[kRows];
+    if ((cb + 1) * kRows <= c && b_cols >= kCols) {
+      // A full tile: its channels are consecutive, so the compiler sees one base pointer
+      // for the broadcasts (twelve separate pointers do not fit in the registers).
+      for (int r = 0; r < kRows; ++r) a[r] = g_rows + cb * kRows + r;
+      micro_tile<T, true>(a, c, b, c, b_cols, hi - lo, acc);
+    } else {
+      for (int r = 0; r < kRows; ++r) a[r] = g_rows + std::min<int64_t>(cb * kRows + r, c - 1);
+      micro_tile<T, false>(a, c, b, c, b_cols, hi - lo, acc);
+    }
+    for (int r = 0; r < kRows; ++r) {
+      T* dst = sums + (j * buf_rows + cb * kRows + r) * buf_cols + ct * kCols;
+      for (int v = 0; v < kVectors; ++v) {
+        V* d = reinterpret_cast<V*>(dst + v * Vec<T>::kWidth);
+        *d += acc[r][v];
+      }
+    }
+  };
 #pragma omp parallel
   {
     const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
-    const int64_t first = tiles * id / threads, last = tiles * (id + 1) / threads;
-    for (int64_t clip = 0; clip < s.n; ++clip)
-      for (int64_t m0 = 0; m0 < rows; m0 += kChunkRows)
-        for (int64_t tile = first; tile < last; ++tile) {
-          const int64_t j = tile / (row_blocks * col_tiles);
-          const int64_t cb = tile / col_tiles % row_blocks, ct = tile % col_tiles;
-          const int64_t shift = (j - s.pad()) * s.hw;
-          const int64_t lo = std::max(m0, -shift), hi = std::min({m0 + kChunkRows, rows, rows - shift});
-          if (lo >= hi) continue;
-          const T* g_rows = g + (clip * rows + lo) * c;
-          const T* b = z + (clip * rows + lo + shift) * c + ct * kCols;
-          const int64_t b_cols = c - ct * kCols;
-          V acc[kRows][kVectors] = {};
-          const T* a[kRows];
-          if ((cb + 1) * kRows <= c && b_cols >= kCols) {
-            // A full tile: its channels are consecutive, so the compiler sees one base pointer
-            // for the broadcasts (twelve separate pointers do not fit in the registers).
-            for (int r = 0; r < kRows; ++r) a[r] = g_rows + cb * kRows + r;
-            micro_tile<T, true>(a, c, b, c, b_cols, hi - lo, acc);
-          } else {
-            for (int r = 0; r < kRows; ++r) a[r] = g_rows + std::min<int64_t>(cb * kRows + r, c - 1);
-            micro_tile<T, false>(a, c, b, c, b_cols, hi - lo, acc);
-          }
-          for (int r = 0; r < kRows; ++r) {
-            T* dst = buf + (j * buf_rows + cb * kRows + r) * buf_cols + ct * kCols;
-            for (int v = 0; v < kVectors; ++v) {
-              V* d = reinterpret_cast<V*>(dst + v * Vec<T>::kWidth);
-              *d += acc[r][v];
-            }
-          }
-        }
+    if (split_rows) {
+      T* mine = buf + id * buf_size;  // threads <= buffers: the team has at most max_threads
+      for (int64_t chunk = chunks * id / threads; chunk < chunks * (id + 1) / threads; ++chunk)
+        for (int64_t tile = 0; tile < tiles; ++tile) accumulate(tile, chunk, mine);
+    } else {
+      for (int64_t chunk = 0; chunk < chunks; ++chunk)
+        for (int64_t tile = tiles * id / threads; tile < tiles * (id + 1) / threads; ++tile) accumulate(tile, chunk, buf);
+    }
   }
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t co = 0; co < c; ++co)
     for (int64_t ci = 0; ci < c; ++ci)
-      for (int64_t j = 0; j < s.kt; ++j) grad_w[(co * c + ci) * s.kt + j] = buf[(j * buf_rows + co) * buf_cols + ci];
+      for (int64_t j = 0; j < s.kt; ++j) {
+        T sum = T(0);
+        for (int64_t k = 0; k < buffers; ++k) sum += buf[k * buf_size + (j * buf_rows + co) * buf_cols + ci];
+        grad_w[(co * c + ci) * s.kt + j] = sum;
+      }
 }
 
 // grad_b[c] = sum_m g[m][c] over all n * rows rows: per-thread chunk sums, added in double.
