@@ -33,7 +33,7 @@ step build_info 30 $PY -c "import json, webda_kernels as wk; print(json.dumps({'
 step check 90 $PY -m webda_kernels.check
 # Kernel tests only: the data/training tests need PyAV, which the GPU image does not have.
 KERNEL_TESTS=$(ls tests/test_grad_reverse.py tests/test_dispatch.py tests/test_check_cli.py tests/test_topk*.py \
-  tests/test_topt*.py tests/test_residual_conv2plus1d*.py tests/test_conv2plus1d*.py 2>/dev/null)
+  tests/test_topt*.py tests/test_residual_conv2plus1d*.py tests/test_conv2plus1d*.py tests/test_winograd*.py 2>/dev/null)
 step tests 130 $PY -m pytest -q -x --timeout=120 $KERNEL_TESTS
 step bench 180 $PY -m pytest benchmarks/bench_grad_reverse.py benchmarks/bench_topk_similarity.py \
   benchmarks/bench_topt_attention.py benchmarks/bench_residual_conv2plus1d.py --benchmark-only -q \

@@ -97,14 +97,16 @@ def _topk_similarity_case(backend: str, device: torch.device, dtype: torch.dtype
 
 
 def _residual_conv2plus1d_case(backend: str, device: torch.device, dtype: torch.dtype, quick: bool) -> List[Result]:
-    # A channels_last_3d input sliced along T, odd sizes; frozen then trainable spatial weights.
+    # A channels_last_3d input sliced along T, odd sizes; frozen then trainable spatial weights;
+    # in full, also a frozen 3x3 stride-1 conv of 128 channels (the CPU backend's Winograd path).
     # Relu only from float32 up: in half precision the rounding of z flips the sign of
     # pre-activations near zero differently in each implementation, and a flipped mask entry
     # moves a gradient by a whole grad_y entry (the tests check that path with a shared mask).
     activation = "relu" if dtype in (torch.float32, torch.float64) else None
     results: List[Result] = []
     configs = (((2, 5, 3, 7, 5), 17, 3, 3, 2, 1, False), ((1, 4, 5, 6, 9), 8, 1, 5, 1, 0, True)) if quick else (
-        ((2, 16, 6, 13, 11), 33, 3, 3, 2, 1, False), ((2, 3, 5, 23, 21), 64, 7, 3, 2, 3, True))
+        ((2, 16, 6, 13, 11), 33, 3, 3, 2, 1, False), ((2, 3, 5, 23, 21), 64, 7, 3, 2, 3, True),
+        ((1, 128, 3, 5, 4), 128, 3, 3, 1, 1, False))
     for (n, cin, t, h, w), c, k, kt, stride, padding, train_spatial in configs:
         def rand(*shape, scale=1.0):  # representable in dtype, so both references see the same inputs
             return (torch.randn(shape, dtype=torch.float64, device=device) * scale).to(dtype).double()
@@ -126,7 +128,7 @@ def _residual_conv2plus1d_case(backend: str, device: torch.device, dtype: torch.
         ref64 = run(wk.reference.residual_conv2plus1d, torch.float64)
         labels = ["y", "d x"] + (["d w_s", "d w_t", "d b_s", "d b_t"] if train_spatial else ["d w_t", "d b_t"])
         for label, a, b, r in zip(labels, got, same, ref64):
-            results.append((f"{k}x{k} {label}", "output" if label == "y" else "grad", a, b, r))
+            results.append((f"c{c} {k}x{k} {label}", "output" if label == "y" else "grad", a, b, r))
     return results
 
 
