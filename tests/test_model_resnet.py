@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from webda.errors import UserError
 from webda.models.resnet import build_resnet, load_torchvision_weights
@@ -93,3 +94,20 @@ def test_model_video_no_residual_is_identity_initialised_plain_block():
 def test_model_video_scratch_trains_spatial_weights():
     video = to_video(build_resnet("resnet-narrow16", 3), freeze_spatial=False)
     assert video.layer2[0].conv1.spatial_weight.requires_grad
+
+
+def test_model_video_temporal_filters_stay_zero_sum_while_training():
+    torch.manual_seed(0)
+    net = _randomise_batchnorm(build_resnet("resnet-narrow16", 3))
+    constrained, free = to_video(net), to_video(net, zero_sum=False)
+    params = [p for model in (constrained, free) for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-3)
+    clip, labels = torch.randn(2, 3, 4, 32, 32), torch.tensor([0, 2])
+    for _ in range(3):
+        optimiser.zero_grad()
+        sum(F.cross_entropy(model(clip), labels) for model in (constrained, free)).backward()
+        optimiser.step()
+    for model, zero_sum in ((constrained, True), (free, False)):
+        w = model.layer1[0].conv1.temporal_weight
+        assert w.abs().amax() > 1e-3  # the filters trained
+        assert bool((w.sum(-1).abs() < 1e-6 * w.abs().amax()).all()) == zero_sum
