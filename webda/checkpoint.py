@@ -76,7 +76,7 @@ def build_network(cfg: TrainConfig, num_classes: int) -> ResNet:
     net = build_resnet(cfg.arch, num_classes)
     if isinstance(cfg, VideoConfig):
         net = to_video(net, residual=cfg.residual, temporal_kernel=cfg.temporal_kernel,
-                       freeze_spatial=cfg.init != "scratch", zero_sum=cfg.temporal_zero_sum)
+                       freeze_spatial=cfg.init != "scratch", change_only=cfg.temporal_change_only)
     return net
 
 

@@ -79,8 +79,8 @@ class VideoConfig(TrainConfig):
     init: str = _opt("", "stage-1 checkpoint (image-model init), or 'scratch'")
     residual: bool = _opt(True, "residual temporal convs, zero-initialised (off: Fig. 5a, identity-initialised)")
     temporal_kernel: int = _opt(3, "temporal kernel size (odd)")
-    temporal_zero_sum: bool = _opt(True, "residual temporal filters sum to zero over time: they learn motion, not "
-                                         "appearance (webda.models.video)")
+    temporal_change_only: bool = _opt(True, "residual temporal branch answers change only (filters sum to zero over "
+                                            "time, no bias): it learns motion, not appearance (webda.models.video)")
     temporal_lr: float = _opt(1.0, "learning-rate multiplier of the temporal weights")
     batch_video: int = _opt(10, "web video chunks per step (paper: 10)")
 
@@ -91,8 +91,8 @@ class VideoConfig(TrainConfig):
 # out carrying the direction: motion features and the head's use of them must grow together,
 # a slow start whose length falls with both rates. On the small demo data at 0.003 (temporal
 # filters x3) stage 2 had not learned the balls' direction after 300 steps, not even on its
-# web training videos (seed 1); at 0.03 it had by step 100. Zero-sum temporal filters keep
-# this rate stable: unconstrained ones diverged above ~0.01.
+# web training videos (seed 1); at 0.03 it had by step 100. A change-only temporal branch
+# keeps this rate stable; unconstrained, stage 2 diverged above ~0.01.
 PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "tiny": {
         "image": dict(arch="resnet-narrow16", size=32, steps=40, lr=0.05, warmup_steps=5, batch_image=16,

@@ -7,13 +7,16 @@ else acts per frame, and the embedding is averaged over time before the classifi
 initialisation the video model's logits equal the image model's per-frame logits averaged
 over the frames.
 
-Zero-sum temporal filters (our choice; the paper is silent): by default every temporal filter
-of the residual branch sums to zero over its taps, so the branch answers change along time
-and nothing else. A filter with a non-zero sum would also add a fixed channel mix of the
-frozen spatial features to every frame, which re-learns appearance from the few, noisy web
-videos: on the demo data (seed 1), unconstrained temporal filters ended 8 times larger (norm)
-than zero-sum ones trained alike, and the video model took the rotating arrows for triangles. The spatial filters hold the appearance the image model
-learned from the cleaner web images; the temporal ones should learn motion only.
+A residual branch that answers change only (our choice; the paper is silent): by default
+every temporal filter of the residual blocks sums to zero over its taps and the temporal bias
+stays zero, so the branch gives (almost) nothing for a still scene. A filter with a non-zero sum would
+add a fixed channel mix of the frozen spatial features to every frame, and a bias a fixed
+shift, i.e. re-learn appearance from the few, noisy web videos. On the demo data, unconstrained
+temporal filters ended 8 times larger (norm) than zero-sum ones trained alike and the video
+model took the rotating arrows for triangles (seed 1); with zero-sum filters but a trained
+bias, which grew to about half the frozen spatial bias in some layers, it still did (seed 2). The
+spatial filters hold the appearance the image model learned from the cleaner web images; the
+temporal ones learn motion.
 """
 
 from __future__ import annotations
@@ -26,19 +29,19 @@ from webda_kernels.nn import convert_2d_to_video
 
 
 def to_video(net: ResNet, residual: bool = True, temporal_kernel: int = 3, freeze_spatial: bool = True,
-             zero_sum: bool = True) -> ResNet:
+             change_only: bool = True) -> ResNet:
     """A video copy of ``net`` taking (N, 3, T, H, W); ``net`` itself is left unchanged.
 
     The copy keeps :class:`ResNet`'s interface (``forward_features``, ``fc``,
     ``stage_channels``). ``freeze_spatial=False`` trains the spatial weights too (used when
-    starting from scratch rather than from an image model). ``zero_sum`` keeps the residual
-    block's temporal filters summing to zero over time (:func:`keep_temporal_filters_zero_sum`);
-    the plain block of the Fig. 5a ablation (``residual=False``) stays as the paper has it.
+    starting from scratch rather than from an image model). ``change_only`` restricts the
+    residual branch to change along time (:func:`restrict_temporal_branch_to_change`); the
+    plain block of the Fig. 5a ablation (``residual=False``) stays as the paper has it.
     """
     video = convert_2d_to_video(net, temporal_kernel_size=temporal_kernel,
                                 freeze_spatial=freeze_spatial, residual=residual)
-    if zero_sum and residual:
-        keep_temporal_filters_zero_sum(video)
+    if change_only and residual:
+        restrict_temporal_branch_to_change(video)
     return video
 
 
@@ -51,15 +54,17 @@ def _without_temporal_mean(grad: torch.Tensor) -> torch.Tensor:
     return grad - grad.mean(-1, keepdim=True)
 
 
-def keep_temporal_filters_zero_sum(net: nn.Module) -> None:
-    """Make every temporal filter of ``net`` (a model converted with residual blocks) sum to
-    zero over time for the rest of training.
+def restrict_temporal_branch_to_change(net: nn.Module) -> None:
+    """For the rest of training, keep every temporal filter of ``net`` (a model converted with
+    residual blocks) summing to zero over time, and its temporal bias at zero (frozen).
 
     The zero-initialised weights start that way, and a gradient hook removes the mean over
-    the taps of every gradient, so SGD steps, momentum and weight decay keep it so. Such a
-    filter gives zero for a clip whose frames are all the same, except near the clip's first
-    and last frames, where the temporal zero padding looks like a change.
+    the taps of every gradient, so SGD steps, momentum and weight decay keep it so. The
+    branch then gives zero for a clip whose frames are all the same, except near the clip's
+    first and last frames, where the temporal zero padding looks like a change.
     """
     for name, p in temporal_parameters(net):
         if name.endswith("temporal_weight"):
             p.register_hook(_without_temporal_mean)
+        else:
+            p.requires_grad_(False)

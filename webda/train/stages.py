@@ -105,7 +105,7 @@ def _image_network_for_video(cfg: VideoConfig, classes: List[str]) -> nn.Module:
 def _video_network(cfg: VideoConfig, classes: List[str]) -> nn.Module:
     return to_video(_image_network_for_video(cfg, classes), residual=cfg.residual,
                     temporal_kernel=cfg.temporal_kernel, freeze_spatial=cfg.init != "scratch",
-                    zero_sum=cfg.temporal_zero_sum)
+                    change_only=cfg.temporal_change_only)
 
 
 def _video_method(cfg: VideoConfig, net: nn.Module, world_size: int) -> WebDAModel:
