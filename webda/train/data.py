@@ -6,7 +6,8 @@ removal of web items that duplicate target keyframes (paper 4.1). Then:
 - stage 1 branches: ``image`` (web images), ``frame`` (keyframes of the web videos' shots),
   ``target`` (keyframes of the target train videos, unlabeled);
 - stage 2 branches: ``video`` (random chunks of web videos), ``target`` (random chunks of
-  target train videos, unlabeled);
+  target train videos, unlabeled), each chunk inside one detected shot (as the paper's Hecate
+  chunks: a chunk never straddles a cut, e.g. into a spliced advert);
 - evaluation: evenly spaced, centre-cropped chunks of the target test videos.
 """
 
@@ -70,7 +71,7 @@ def image_stage(cfg, prepared: PreparedData) -> StageData:
 def video_stage(cfg, prepared: PreparedData) -> StageData:
     """Stage 2 branches: ``video`` and ``target`` (used when attention or DA is on)."""
     clips = dict(transform=TrainTransform(cfg.size, flip=cfg.flip), chunk=chunk_spec(cfg), train=True,
-                 short_side=decode_side(cfg))
+                 short_side=decode_side(cfg), shots=prepared.keyframes)
     branches: Dict[str, Dataset] = {
         "video": ClipDataset(prepared.web_videos, **clips),
         "target": ClipDataset(prepared.target_clips("train"), **clips),
