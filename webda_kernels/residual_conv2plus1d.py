@@ -53,7 +53,8 @@ SPEC = _dispatch.OpSpec(
 # ``auto`` picks "cpu" only for a frozen 3x3 stride-1 spatial conv of at least
 # winograd.MIN_CHANNELS channels, where the CPU backend's Winograd spatial conv and fused
 # temporal kernels beat the reference. CPU, float32, ResNet-34 stages (batch 2, 12 frames),
-# fwd+bwd, paired rounds against eager in its faster layout, three runs on the final kernels
+# fwd+bwd, paired rounds against eager in its faster layout, three runs (the first before the
+# temporal kernels split rows between threads for small C)
 # (the last is recorded in benchmarks/results/cpu-xeon-2core): 64@28 0.94x / 0.95x / 1.09x
 # (not yet a steady win: oneDNN's direct conv beats Winograd at 64 channels, so auto keeps the
 # reference), 128@14 1.09x / 1.27x / 1.09x, 256@7 1.18x / 1.08x / 1.05x, 512@4 1.19x / 1.17x / 1.13x.
