@@ -21,7 +21,7 @@ from torch import nn
 from webda.config import ImageConfig, TrainConfig, VideoConfig, from_dict
 from webda.errors import UserError
 from webda.models.resnet import ResNet, build_resnet
-from webda.models.video import to_video
+from webda.models.video import to_video_for
 
 FORMAT = "webda-checkpoint"
 VERSION = 1
@@ -75,8 +75,7 @@ def build_network(cfg: TrainConfig, num_classes: int) -> ResNet:
     """The (untrained) network a run of ``cfg`` trains: a 2D ResNet, or its video version."""
     net = build_resnet(cfg.arch, num_classes)
     if isinstance(cfg, VideoConfig):
-        net = to_video(net, residual=cfg.residual, temporal_kernel=cfg.temporal_kernel,
-                       freeze_spatial=cfg.init != "scratch", change_only=cfg.temporal_change_only)
+        net = to_video_for(net, cfg)
     return net
 
 

@@ -11,8 +11,8 @@
 // 16 products per tile and channel pair replace the 36 multiply-adds of a direct convolution.
 #include <omp.h>
 
+#include <algorithm>
 #include <string>
-#include <type_traits>
 
 #include "common.h"
 #include "cpu/micro_tile.h"
@@ -115,7 +115,6 @@ Tiles checked_tiles(const char* op, int64_t frames, int64_t h, int64_t w, int64_
   check(dtype == kFloat32 || dtype == kFloat64, std::string(op) + ": float32 or float64 only");
   return g;
 }
-
 
 }  // namespace
 

@@ -45,6 +45,12 @@ def to_video(net: ResNet, residual: bool = True, temporal_kernel: int = 3, freez
     return video
 
 
+def to_video_for(net: ResNet, cfg) -> ResNet:
+    """:func:`to_video` of ``net`` with a stage-2 run's settings (a ``webda.config.VideoConfig``)."""
+    return to_video(net, residual=cfg.residual, temporal_kernel=cfg.temporal_kernel,
+                    freeze_spatial=cfg.init != "scratch", change_only=cfg.temporal_change_only)
+
+
 def temporal_parameters(net: nn.Module):
     """The parameters the conversion added (temporal weights and biases), by name."""
     return [(n, p) for n, p in net.named_parameters() if n.rsplit(".", 1)[-1].startswith("temporal_")]

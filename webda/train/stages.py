@@ -20,7 +20,7 @@ from webda.config import ImageConfig, TrainConfig, VideoConfig
 from webda.errors import UserError
 from webda.models.method import IMAGE_PAIRS, VIDEO_PAIRS, WebDAModel
 from webda.models.resnet import build_resnet, load_torchvision_weights
-from webda.models.video import temporal_parameters, to_video
+from webda.models.video import temporal_parameters, to_video_for
 from webda.train.data import image_stage, prepare_data, video_stage
 
 
@@ -103,9 +103,7 @@ def _image_network_for_video(cfg: VideoConfig, classes: List[str]) -> nn.Module:
 
 
 def _video_network(cfg: VideoConfig, classes: List[str]) -> nn.Module:
-    return to_video(_image_network_for_video(cfg, classes), residual=cfg.residual,
-                    temporal_kernel=cfg.temporal_kernel, freeze_spatial=cfg.init != "scratch",
-                    change_only=cfg.temporal_change_only)
+    return to_video_for(_image_network_for_video(cfg, classes), cfg)
 
 
 def _video_method(cfg: VideoConfig, net: nn.Module, world_size: int) -> WebDAModel:
