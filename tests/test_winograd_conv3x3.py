@@ -16,9 +16,12 @@ from webda_kernels.testing import assert_matches_reference
 pytestmark = pytest.mark.skipif(_extension.load("cpu") is None, reason="the CPU extension is not built")
 
 # (frames, Cin, C, H, W, padding): a 1x1 frame, outputs of odd and even sizes, one channel,
-# channels past one vector (16 float32 lanes) and not a multiple of it, every padding.
+# channels past one vector (16 float32 lanes) and not a multiple of it, every padding; the fused
+# kernel with several blocks of tiles and a partial column tile (3x50x70), and the batched-GEMM
+# path past FUSED_MAX_CHANNELS (in, out or both).
 SHAPES = [(1, 1, 1, 3, 3, 0), (2, 3, 5, 1, 1, 1), (3, 5, 7, 9, 6, 1), (1, 17, 33, 5, 7, 0), (1, 4, 4, 2, 3, 2),
-          (2, 40, 24, 6, 5, 2), (4, 64, 64, 7, 7, 1)]
+          (2, 40, 24, 6, 5, 2), (4, 64, 64, 7, 7, 1), (3, 50, 70, 13, 11, 1), (1, 24, 129, 4, 5, 0),
+          (2, 136, 130, 5, 6, 1)]
 
 
 def _rand(*size, dtype, scale=1.0):
@@ -77,6 +80,14 @@ def test_winograd_does_not_cache_a_trained_weight():
     assert winograd._transformed(weight, False) is not winograd._transformed(weight, False)
 
 
+def test_winograd_paths_split_at_fused_max_channels():
+    assert winograd._fused(winograd.FUSED_MAX_CHANNELS, winograd.FUSED_MAX_CHANNELS)
+    assert not winograd._fused(winograd.FUSED_MAX_CHANNELS, winograd.FUSED_MAX_CHANNELS + 1)
+    narrow, wide = torch.randn(8, 8, 3, 3), torch.randn(8, winograd.FUSED_MAX_CHANNELS + 1, 3, 3)
+    assert winograd._transformed(narrow, False).dim() == 1  # packed for the fused kernel
+    assert winograd._transformed(wide, False).shape == (16, winograd.FUSED_MAX_CHANNELS + 1, 8)  # U for bmm
+
+
 def test_winograd_applies_to_wide_3x3_stride_1_cpu_convolutions_in_float32_and_float64():
     wide = torch.empty(winograd.MIN_CHANNELS, winograd.MIN_CHANNELS, 3, 3)
     assert winograd.applies(wide, [1, 1], [1, 1], torch.float32)
@@ -86,4 +97,4 @@ def test_winograd_applies_to_wide_3x3_stride_1_cpu_convolutions_in_float32_and_f
     assert not winograd.applies(wide, [1, 1], [3, 3], torch.float32)  # padding past the tile
     assert not winograd.applies(wide, [1, 1], [1, 1], torch.float16)
     assert not winograd.applies(wide[:, :, :1], [1, 1], [1, 1], torch.float32)  # 1x3
-    assert not winograd.applies(wide[:, :64], [1, 1], [1, 1], torch.float32)  # narrow input
+    assert not winograd.applies(wide[:, :-1], [1, 1], [1, 1], torch.float32)  # narrow input

@@ -98,7 +98,8 @@ def _topk_similarity_case(backend: str, device: torch.device, dtype: torch.dtype
 
 def _residual_conv2plus1d_case(backend: str, device: torch.device, dtype: torch.dtype, quick: bool) -> List[Result]:
     # A channels_last_3d input sliced along T, odd sizes; frozen then trainable spatial weights;
-    # in full, also a frozen 3x3 stride-1 conv of 128 channels (the CPU backend's Winograd path).
+    # in full, also frozen 3x3 stride-1 convs of 128 and 160 channels (the CPU backend's Winograd
+    # paths: the fused kernel, and transforms around a batched GEMM).
     # Relu only from float32 up: in half precision the rounding of z flips the sign of
     # pre-activations near zero differently in each implementation, and a flipped mask entry
     # moves a gradient by a whole grad_y entry (the tests check that path with a shared mask).
@@ -106,7 +107,7 @@ def _residual_conv2plus1d_case(backend: str, device: torch.device, dtype: torch.
     results: List[Result] = []
     configs = (((2, 5, 3, 7, 5), 17, 3, 3, 2, 1, False), ((1, 4, 5, 6, 9), 8, 1, 5, 1, 0, True)) if quick else (
         ((2, 16, 6, 13, 11), 33, 3, 3, 2, 1, False), ((2, 3, 5, 23, 21), 64, 7, 3, 2, 3, True),
-        ((1, 128, 3, 5, 4), 128, 3, 3, 1, 1, False))
+        ((1, 128, 3, 5, 4), 128, 3, 3, 1, 1, False), ((1, 160, 2, 5, 4), 160, 3, 3, 1, 1, False))
     for (n, cin, t, h, w), c, k, kt, stride, padding, train_spatial in configs:
         def rand(*shape, scale=1.0):  # representable in dtype, so both references see the same inputs
             return (torch.randn(shape, dtype=torch.float64, device=device) * scale).to(dtype).double()

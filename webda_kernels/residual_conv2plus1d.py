@@ -53,11 +53,9 @@ SPEC = _dispatch.OpSpec(
 # ``auto`` picks "cpu" only for a frozen 3x3 stride-1 spatial conv of at least
 # winograd.MIN_CHANNELS channels, where the CPU backend's Winograd spatial conv and fused
 # temporal kernels beat the reference. CPU, float32, ResNet-34 stages (batch 2, 12 frames),
-# fwd+bwd, paired rounds against eager in its faster layout, three runs (the first before the
-# temporal kernels split rows between threads for small C)
-# (the last is recorded in benchmarks/results/cpu-xeon-2core): 64@28 0.94x / 0.95x / 1.09x
-# (not yet a steady win: oneDNN's direct conv beats Winograd at 64 channels, so auto keeps the
-# reference), 128@14 1.09x / 1.27x / 1.09x, 256@7 1.18x / 1.08x / 1.05x, 512@4 1.19x / 1.17x / 1.13x.
+# fwd+bwd, paired rounds against eager in its faster layout, with the fused Winograd kernel for
+# <= 128 channels: 64@28 1.24x, 128@14 1.24x, 256@7 1.10x, 512@4 1.29x (one run; the recorded
+# one is in benchmarks/results/cpu-xeon-2core). A trained spatial weight is not measured.
 _REFERENCE_SPEC = dataclasses.replace(SPEC, auto={})
 
 CL3D = torch.channels_last_3d
@@ -380,7 +378,7 @@ def residual_conv2plus1d(
         stride, padding: of the spatial conv, an int or a pair (>= 1 and >= 0).
         activation: None or "relu".
         backend: "auto", "reference", "cpu", "triton" or "cuda" (see ``available_backends()``).
-            ``auto`` picks "cpu" for a frozen 3x3 stride-1 spatial conv of at least 128
+            ``auto`` picks "cpu" for a frozen 3x3 stride-1 spatial conv of at least 64
             channels in float32/float64 on the CPU (where it measured faster), else the reference.
 
     Returns:

@@ -25,10 +25,16 @@ PYBIND11_MODULE(_C_cpu, m) {
         py::arg("n"), py::arg("c"), py::arg("t"), py::arg("hw"), py::arg("kt"), py::arg("relu"), py::arg("dtype"),
         py::call_guard<py::gil_scoped_release>());
   m.def("winograd_input_transform", &webda::cpu::winograd_input_transform, py::arg("input"), py::arg("v"),
-        py::arg("frames"), py::arg("h"), py::arg("w"), py::arg("c"), py::arg("pad"), py::arg("dtype"),
+        py::arg("v_stride"), py::arg("frames"), py::arg("h"), py::arg("w"), py::arg("c"), py::arg("pad"), py::arg("dtype"),
         py::call_guard<py::gil_scoped_release>());
   m.def("winograd_output_transform", &webda::cpu::winograd_output_transform, py::arg("m"), py::arg("bias"),
         py::arg("out"), py::arg("frames"), py::arg("h"), py::arg("w"), py::arg("c"), py::arg("pad"),
+        py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+  m.def("winograd_packed_numel", &webda::cpu::winograd_packed_numel, py::arg("c"), py::arg("co"), py::arg("dtype"));
+  m.def("winograd_pack_weight", &webda::cpu::winograd_pack_weight, py::arg("u"), py::arg("packed"), py::arg("c"),
+        py::arg("co"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+  m.def("winograd_conv3x3", &webda::cpu::winograd_conv3x3, py::arg("input"), py::arg("packed"), py::arg("bias"),
+        py::arg("out"), py::arg("frames"), py::arg("h"), py::arg("w"), py::arg("c"), py::arg("co"), py::arg("pad"),
         py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
   m.def("omp_max_threads", []() { return omp_get_max_threads(); });
   m.def("build_info", []() {

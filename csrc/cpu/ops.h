@@ -32,13 +32,19 @@ void residual_temporal_backward(uintptr_t grad_y, uintptr_t z, uintptr_t y, uint
                                 uintptr_t grad_weight, uintptr_t grad_bias, int64_t n, int64_t c, int64_t t,
                                 int64_t hw, int64_t kt, bool relu, int dtype);
 
-// Winograd F(2x2, 3x3) transforms of a 3x3 stride-1 convolution (winograd_conv3x3.cpp), channels-
-// last frames: input [frames][h][w][c] -> v [16][tiles][c]; m [16][tiles][c] -> out
-// [frames][ho][wo][c] (+ bias (c,) unless 0), ho = h + 2 pad - 2, wo = w + 2 pad - 2, 0 <= pad <= 2,
-// tiles = frames * ceil(ho / 2) * ceil(wo / 2). dtype float32 or float64.
-void winograd_input_transform(uintptr_t input, uintptr_t v, int64_t frames, int64_t h, int64_t w, int64_t c,
-                              int64_t pad, int dtype);
+// Winograd F(2x2, 3x3) 3x3 stride-1 convolution (winograd_conv3x3.cpp) of channels-last frames:
+// input [frames][h][w][c] -> out [frames][ho][wo][co] (+ bias (co,) unless 0), ho = h + 2 pad - 2,
+// wo = w + 2 pad - 2, 0 <= pad <= 2, tiles = frames * ceil(ho / 2) * ceil(wo / 2); dtype float32
+// or float64. Either whole (winograd_conv3x3, with U (16, c, co) packed by winograd_pack_weight
+// into winograd_packed_numel elements) or as the transforms around a batched GEMM:
+// input -> v[p * v_stride + tile * c + channel] (v_stride >= tiles * c), m [16][tiles][co] -> out.
+void winograd_input_transform(uintptr_t input, uintptr_t v, int64_t v_stride, int64_t frames, int64_t h, int64_t w,
+                              int64_t c, int64_t pad, int dtype);
 void winograd_output_transform(uintptr_t m, uintptr_t bias, uintptr_t out, int64_t frames, int64_t h, int64_t w,
-                               int64_t c, int64_t pad, int dtype);
+                               int64_t co, int64_t pad, int dtype);
+int64_t winograd_packed_numel(int64_t c, int64_t co, int dtype);
+void winograd_pack_weight(uintptr_t u, uintptr_t packed, int64_t c, int64_t co, int dtype);
+void winograd_conv3x3(uintptr_t input, uintptr_t packed, uintptr_t bias, uintptr_t out, int64_t frames, int64_t h,
+                      int64_t w, int64_t c, int64_t co, int64_t pad, int dtype);
 
 }  // namespace webda::cpu
