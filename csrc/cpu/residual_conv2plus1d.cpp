@@ -37,30 +37,33 @@ struct Shape {
   int64_t pad() const { return kt / 2; }
 };
 
-// Zero-filled scratch of `count` elements, one per slot and calling thread, kept between calls:
-// for C = 512 the fresh pages of weight-sized buffers cost as much as a tenth of the GEMMs.
+// Scratch of `count` elements (uninitialised), one per slot and calling thread, kept between
+// calls: for C = 512 the fresh pages of weight-sized buffers cost as much as a tenth of the GEMMs.
 template <typename T> T* weight_scratch(int slot, int64_t count) {
   thread_local std::vector<T> buffers[2];
   std::vector<T>& buffer = buffers[slot];
   if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(count);
-  std::fill(buffer.begin(), buffer.begin() + count, T(0));
   return buffer.data();
 }
 
 // Column panels of the packed weights: packed[tile][j][k][col] = weight seen as P_j (forward)
-// or Q_j (backward), zero past column C, so micro-tiles always load whole vectors.
+// or Q_j (backward), zero past column C, so micro-tiles always load whole vectors. Threads
+// split the panels (for C = 512 a serial pass took a quarter of the forward).
 template <typename T> const T* pack_weight(const T* w, const Shape& s, bool backward) {
   constexpr int64_t kCols = Vec<T>::kCols;
   const int64_t c = s.c, kt = s.kt, tiles = ceil_div(c, kCols);
   T* packed = weight_scratch<T>(0, tiles * kt * c * kCols);
+#pragma omp parallel for collapse(2) schedule(static)
   for (int64_t tile = 0; tile < tiles; ++tile)
     for (int64_t j = 0; j < kt; ++j)
-      for (int64_t k = 0; k < c; ++k)
-        for (int64_t col = 0; col < kCols && tile * kCols + col < c; ++col) {
+      for (int64_t k = 0; k < c; ++k) {
+        T* dst = packed + ((tile * kt + j) * c + k) * kCols;
+        for (int64_t col = 0; col < kCols; ++col) {
           const int64_t out = tile * kCols + col;
           const int64_t src = backward ? (k * c + out) * kt + (kt - 1 - j) : (out * c + k) * kt + j;
-          packed[((tile * kt + j) * c + k) * kCols + col] = w[src];
+          dst[col] = out < c ? w[src] : T(0);
         }
+      }
   return packed;
 }
 
@@ -132,6 +135,8 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
   const bool split_rows = buf_size * static_cast<int64_t>(sizeof(T)) <= kSmallWeightBytes;
   const int64_t buffers = split_rows ? omp_get_max_threads() : 1;
   T* buf = weight_scratch<T>(1, buffers * buf_size);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < buffers * buf_size; ++i) buf[i] = T(0);
 
   auto accumulate = [&](int64_t tile, int64_t chunk, T* sums) {
     const int64_t clip = chunk / chunks_per_clip, m0 = chunk % chunks_per_clip * kChunkRows;
@@ -174,14 +179,18 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
         for (int64_t tile = tiles * id / threads; tile < tiles * (id + 1) / threads; ++tile) accumulate(tile, chunk, buf);
     }
   }
-#pragma omp parallel for collapse(2) schedule(static)
+  if (buffers > 1) {  // every thread's sums into the first buffer
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < buf_size; ++i)
+      for (int64_t k = 1; k < buffers; ++k) buf[i] += buf[k * buf_size + i];
+  }
+#pragma omp parallel for schedule(static)
   for (int64_t co = 0; co < c; ++co)
-    for (int64_t ci = 0; ci < c; ++ci)
-      for (int64_t j = 0; j < s.kt; ++j) {
-        T sum = T(0);
-        for (int64_t k = 0; k < buffers; ++k) sum += buf[k * buf_size + (j * buf_rows + co) * buf_cols + ci];
-        grad_w[(co * c + ci) * s.kt + j] = sum;
-      }
+    for (int64_t j = 0; j < s.kt; ++j) {
+      const T* src = buf + (j * buf_rows + co) * buf_cols;
+      T* dst = grad_w + co * c * s.kt + j;
+      for (int64_t ci = 0; ci < c; ++ci) dst[ci * s.kt] = src[ci];
+    }
 }
 
 // grad_b[c] = sum_m g[m][c] over all n * rows rows: per-thread chunk sums, added in double.
