@@ -121,9 +121,11 @@ void residual_conv(const T* src, const T* packed, const T* bias, T* out, const S
 
 // grad_w[c][c'][j] = sum_m g[m][c] z[m + (j - p) HW][c'], written to grad_w (fully).
 // The rows are walked in chunks: each chunk's products for one (j, c-block, c'-tile) tile are
-// summed in registers, then added to a [j][c][c'] buffer (two-level summation). Threads own
-// disjoint tiles and walk all rows, or, when the buffer is small, disjoint chunks of rows with
-// a buffer each (so each reads only its share of g and z), added up at the end.
+// summed in registers, then added to a [j][c][c'] buffer (two-level summation). A thread first
+// copies the chunk's g into column blocks of kRows channels (zero past C), so every micro-tile
+// broadcasts from one pointer. Threads own disjoint tiles and walk all rows, or, when the buffer
+// is small, disjoint chunks of rows with a buffer each (so each reads only its share of g and
+// z), added up at the end.
 template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const Shape& s) {
   using V = typename Vec<T>::type;
   constexpr int64_t kCols = Vec<T>::kCols;
@@ -138,27 +140,35 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < buffers * buf_size; ++i) buf[i] = T(0);
 
-  auto accumulate = [&](int64_t tile, int64_t chunk, T* sums) {
+  // blocks[cb][k][r] = g[m0 + k][cb * kRows + r] (zero past C) for the chunk's rows m0 + k.
+  auto pack_chunk = [&](int64_t chunk, T* blocks) {
+    const int64_t clip = chunk / chunks_per_clip, m0 = chunk % chunks_per_clip * kChunkRows;
+    const int64_t depth = std::min(kChunkRows, rows - m0);
+    for (int64_t k = 0; k < depth; ++k) {
+      const T* row = g + (clip * rows + m0 + k) * c;
+      for (int64_t cb = 0; cb < row_blocks; ++cb) {
+        T* dst = blocks + (cb * kChunkRows + k) * kRows;
+        const int64_t n = std::min<int64_t>(kRows, c - cb * kRows);
+        for (int r = 0; r < kRows; ++r) dst[r] = r < n ? row[cb * kRows + r] : T(0);
+      }
+    }
+  };
+  auto accumulate = [&](int64_t tile, int64_t chunk, const T* blocks, T* sums) {
     const int64_t clip = chunk / chunks_per_clip, m0 = chunk % chunks_per_clip * kChunkRows;
     const int64_t j = tile / (row_blocks * col_tiles);
     const int64_t cb = tile / col_tiles % row_blocks, ct = tile % col_tiles;
     const int64_t shift = (j - s.pad()) * s.hw;
     const int64_t lo = std::max(m0, -shift), hi = std::min({m0 + kChunkRows, rows, rows - shift});
     if (lo >= hi) return;
-    const T* g_rows = g + (clip * rows + lo) * c;
     const T* b = z + (clip * rows + lo + shift) * c + ct * kCols;
     const int64_t b_cols = c - ct * kCols;
     V acc[kRows][kVectors] = {};
     const T* a[kRows];
-    if ((cb + 1) * kRows <= c && b_cols >= kCols) {
-      // A full tile: its channels are consecutive, so the compiler sees one base pointer
-      // for the broadcasts (twelve separate pointers do not fit in the registers).
-      for (int r = 0; r < kRows; ++r) a[r] = g_rows + cb * kRows + r;
-      micro_tile<T, true>(a, c, b, c, b_cols, hi - lo, acc);
-    } else {
-      for (int r = 0; r < kRows; ++r) a[r] = g_rows + std::min<int64_t>(cb * kRows + r, c - 1);
-      micro_tile<T, false>(a, c, b, c, b_cols, hi - lo, acc);
-    }
+    for (int r = 0; r < kRows; ++r) a[r] = blocks + (cb * kChunkRows + lo - m0) * kRows + r;
+    if (b_cols >= kCols)
+      micro_tile<T, true>(a, kRows, b, c, b_cols, hi - lo, acc);
+    else
+      micro_tile<T, false>(a, kRows, b, c, b_cols, hi - lo, acc);
     for (int r = 0; r < kRows; ++r) {
       T* dst = sums + (j * buf_rows + cb * kRows + r) * buf_cols + ct * kCols;
       for (int v = 0; v < kVectors; ++v) {
@@ -170,13 +180,19 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
 #pragma omp parallel
   {
     const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
+    std::vector<T> blocks(row_blocks * kChunkRows * kRows);
     if (split_rows) {
       T* mine = buf + id * buf_size;  // threads <= buffers: the team has at most max_threads
-      for (int64_t chunk = chunks * id / threads; chunk < chunks * (id + 1) / threads; ++chunk)
-        for (int64_t tile = 0; tile < tiles; ++tile) accumulate(tile, chunk, mine);
+      for (int64_t chunk = chunks * id / threads; chunk < chunks * (id + 1) / threads; ++chunk) {
+        pack_chunk(chunk, blocks.data());
+        for (int64_t tile = 0; tile < tiles; ++tile) accumulate(tile, chunk, blocks.data(), mine);
+      }
     } else {
-      for (int64_t chunk = 0; chunk < chunks; ++chunk)
-        for (int64_t tile = tiles * id / threads; tile < tiles * (id + 1) / threads; ++tile) accumulate(tile, chunk, buf);
+      for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+        pack_chunk(chunk, blocks.data());
+        for (int64_t tile = tiles * id / threads; tile < tiles * (id + 1) / threads; ++tile)
+          accumulate(tile, chunk, blocks.data(), buf);
+      }
     }
   }
   if (buffers > 1) {  // every thread's sums into the first buffer
@@ -193,8 +209,10 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
     }
 }
 
-// grad_b[c] = sum_m g[m][c] over all n * rows rows: per-thread chunk sums, added in double.
-template <typename T> void bias_grad(const T* g, T* grad_b, const Shape& s) {
+// One pass over grad_y's n * rows rows: under relu (y given) g = grad_y * (y > 0) into masked, as
+// torch's threshold_backward (zero where y <= 0); with grad_b, grad_b[c] = sum_m g[m][c]
+// (per-thread chunk sums, added in double).
+template <typename T> void mask_and_bias_grad(const T* grad_y, const T* y, T* masked, T* grad_b, const Shape& s) {
   const int64_t c = s.c, total = s.n * s.rows(), chunks = ceil_div(total, kChunkRows);
   std::vector<double> sums(c, 0.0);
 #pragma omp parallel
@@ -205,16 +223,27 @@ template <typename T> void bias_grad(const T* g, T* grad_b, const Shape& s) {
     for (int64_t ch = 0; ch < chunks; ++ch) {
       std::fill(chunk.begin(), chunk.end(), T(0));
       for (int64_t m = ch * kChunkRows; m < std::min(total, (ch + 1) * kChunkRows); ++m) {
-        const T* row = g + m * c;
+        const T* row = grad_y + m * c;
+        if (y) {
+          const T* out = y + m * c;
+          T* dst = masked + m * c;
 #pragma omp simd
-        for (int64_t i = 0; i < c; ++i) chunk[i] += row[i];
+          for (int64_t i = 0; i < c; ++i) {
+            dst[i] = out[i] <= T(0) ? T(0) : row[i];
+            chunk[i] += dst[i];
+          }
+        } else {
+#pragma omp simd
+          for (int64_t i = 0; i < c; ++i) chunk[i] += row[i];
+        }
       }
       for (int64_t i = 0; i < c; ++i) mine[i] += chunk[i];
     }
 #pragma omp critical
     for (int64_t i = 0; i < c; ++i) sums[i] += mine[i];
   }
-  for (int64_t i = 0; i < c; ++i) grad_b[i] = static_cast<T>(sums[i]);
+  if (grad_b)
+    for (int64_t i = 0; i < c; ++i) grad_b[i] = static_cast<T>(sums[i]);
 }
 
 Shape checked_shape(const char* op, int64_t n, int64_t c, int64_t t, int64_t hw, int64_t kt, int dtype) {
@@ -248,20 +277,19 @@ void residual_temporal_backward(uintptr_t grad_y, uintptr_t z, uintptr_t y, uint
   check(!relu || y != 0, "residual_temporal_backward: relu needs the forward output y");
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const int64_t numel = n * t * hw * c;
     const T* g = reinterpret_cast<const T*>(grad_y);
     std::unique_ptr<T[]> masked;
-    if (relu) {  // g = grad_y * (y > 0), as torch's threshold_backward: zero where y <= 0
-      masked.reset(new T[numel]);
-      const T* out = reinterpret_cast<const T*>(y);
-#pragma omp parallel for simd schedule(static)
-      for (int64_t i = 0; i < numel; ++i) masked[i] = out[i] <= T(0) ? T(0) : g[i];
+    T* grad_b = reinterpret_cast<T*>(grad_bias);
+    if (relu) {
+      masked.reset(new T[n * t * hw * c]);
+      mask_and_bias_grad(g, reinterpret_cast<const T*>(y), masked.get(), grad_b, s);
       g = masked.get();
+    } else if (grad_b) {
+      mask_and_bias_grad(g, static_cast<const T*>(nullptr), static_cast<T*>(nullptr), grad_b, s);
     }
     const T* packed = pack_weight(reinterpret_cast<const T*>(weight), s, true);
     residual_conv(g, packed, static_cast<const T*>(nullptr), reinterpret_cast<T*>(grad_z), s, false);
     if (grad_weight) weight_grad(g, reinterpret_cast<const T*>(z), reinterpret_cast<T*>(grad_weight), s);
-    if (grad_bias) bias_grad(g, reinterpret_cast<T*>(grad_bias), s);
   });
 }
 
