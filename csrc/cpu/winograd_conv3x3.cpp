@@ -140,8 +140,11 @@ void fused_conv(const T* in, const T* packed, const T* bias, T* out, int64_t c, 
   const int64_t tiles = g.count(), col_tiles = ceil_div(co, kCols);
   if (tiles == 0) return;
   const int64_t fit = kBlockBytes / (16 * c * static_cast<int64_t>(sizeof(T))) / kRows * kRows;
-  const int64_t block = std::clamp<int64_t>(fit, kRows, kMaxBlockTiles), blocks = ceil_div(tiles, block);
-  const int64_t groups = std::min(col_tiles, ceil_div(2 * omp_get_max_threads(), blocks));
+  // As many blocks as fit, rounded up to a multiple of the threads, then evened out.
+  const int64_t threads = omp_get_max_threads();
+  const int64_t even = ceil_div(ceil_div(tiles, std::clamp<int64_t>(fit, kRows, kMaxBlockTiles)), threads) * threads;
+  const int64_t block = ceil_div(ceil_div(tiles, even), kRows) * kRows, blocks = ceil_div(tiles, block);
+  const int64_t groups = std::min(col_tiles, ceil_div(2 * threads, blocks));
   const int64_t group_size = ceil_div(col_tiles, groups);
 #pragma omp parallel
   {
