@@ -35,8 +35,8 @@ import pytest
 import torch
 
 BASELINE = "eager"
-PAIRED_ROUNDS = 7
-PAIRED_ROUND_SECONDS = 0.05
+PAIRED_ROUNDS = 15
+PAIRED_ROUND_SECONDS = 0.1
 # The eager callables of the most recent groups (they hold their inputs alive).
 _BASELINE_FNS: "OrderedDict[str, object]" = OrderedDict()
 _KEPT_BASELINES = 4
