@@ -53,9 +53,9 @@ SPEC = _dispatch.OpSpec(
 # ``auto`` picks "cpu" only for a frozen 3x3 stride-1 spatial conv of at least
 # winograd.MIN_CHANNELS channels, where the CPU backend's Winograd spatial conv and fused
 # temporal kernels beat the reference. CPU, float32, ResNet-34 stages (batch 2, 12 frames),
-# fwd+bwd, paired rounds against eager in its faster layout, with the fused Winograd kernel for
-# <= 128 channels: 64@28 1.24x, 128@14 1.24x, 256@7 1.10x, 512@4 1.29x (one run; the recorded
-# one is in benchmarks/results/cpu-xeon-2core). A trained spatial weight is not measured.
+# fwd+bwd, paired rounds against eager in its faster layout (the run recorded in
+# benchmarks/results/cpu-xeon-2core, commit d745da8): 64@28 1.18x, 128@14 1.26x, 256@7 1.05x,
+# 512@4 1.32x. A trained spatial weight is not measured.
 _REFERENCE_SPEC = dataclasses.replace(SPEC, auto={})
 
 CL3D = torch.channels_last_3d

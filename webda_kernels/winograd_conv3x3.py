@@ -22,12 +22,13 @@ import torch
 
 from webda_kernels import _extension
 
-# Both channel counts from this many; below it oneDNN's direct convolution is not measured against.
-# CPU, float32, 2 threads, 24 frames, against oneDNN in its faster layout: C=64 @ 28x28 1.4x,
-# 128 @ 14x14 1.5x, 256 @ 7x7 1.26x (bmm), 512 @ 4x4 1.85x (bmm).
+# Both channel counts from this many (narrower convolutions were not measured). CPU, float32,
+# 2 threads, 24 frames, against oneDNN in its faster layout: C=64 @ 28x28 1.4x, 128 @ 14x14 1.5x
+# (fused), 256 @ 7x7 1.26x, 512 @ 4x4 1.85x (bmm).
 MIN_CHANNELS = 64
-# Both channel counts up to this many: the fused kernel (its U panels stay in L2); above it the
-# batched GEMM (fused at 256 @ 7x7 and 512 @ 4x4: 0.7-0.9x of bmm; at 128 @ 14x14 1.05x).
+# Both channel counts up to this many: the fused kernel; above it the batched GEMM. Fused vs bmm:
+# 128 @ 14x14 1.1x, 256 @ 7x7 0.93-1.0x, 512 @ 4x4 0.6x (U, 16 MiB, no longer stays in cache and is
+# read once per block of tiles; MKL's GEMM reads it once).
 FUSED_MAX_CHANNELS = 128
 
 _G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
