@@ -148,14 +148,13 @@ void fused_conv(const T* in, const T* packed, const T* bias, T* out, int64_t c, 
   const int64_t group_size = ceil_div(col_tiles, groups);
 #pragma omp parallel
   {
-    const int64_t pstride_max = block * c + Vec<T>::kWidth;
-    std::vector<T> v(16 * pstride_max);
+    std::vector<T> v(16 * (block * c + W));  // V[p] one cache line off a multiple of 4 KiB apart
     alignas(64) T m[16 * kRows * kCols];
 #pragma omp for collapse(2) schedule(static)
     for (int64_t b = 0; b < blocks; ++b)
       for (int64_t group = 0; group < groups; ++group) {
         const int64_t t0 = b * block, count = std::min(block, tiles - t0);
-        const int64_t pstride = count * c + Vec<T>::kWidth;
+        const int64_t pstride = count * c + W;
         for (int64_t r = 0; r < count; ++r) transform_tile(in, c, g, t0 + r, v.data() + r * c, pstride);
         for (int64_t ct = group * group_size; ct < std::min(col_tiles, (group + 1) * group_size); ++ct) {
           const int64_t c0 = ct * kCols;
