@@ -69,6 +69,21 @@ __attribute__((always_inline)) inline void micro_tile(const T* const (&a)[kRows]
   }
 }
 
+template <typename T>
+__attribute__((always_inline)) inline void micro_tile_strided(const T* a, int64_t lda, const T* b, int64_t b_step, int64_t depth,
+                                                              typename Vec<T>::type (&acc)[kRows][kVectors]) {
+  using V = typename Vec<T>::type;
+  constexpr int W = Vec<T>::kWidth;
+  for (int64_t k = 0; k < depth; ++k) {
+    V bv[kVectors];
+    for (int v = 0; v < kVectors; ++v) bv[v] = *reinterpret_cast<const V*>(b + k * b_step + v * W);
+    for (int r = 0; r < kRows; ++r) {
+      const T ar = a[r * lda + k];
+      for (int v = 0; v < kVectors; ++v) acc[r][v] += ar * bv[v];
+    }
+  }
+}
+
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace webda::cpu

@@ -67,17 +67,56 @@ template <typename T> const T* pack_weight(const T* w, const Shape& s, bool back
   return packed;
 }
 
+// dst[r][col] = act(acc[r][col] + res[r][col] + bias[col]) for the rows r < valid and columns
+// col < cols of one micro-tile (rows c apart; bias may be null). kWhole: kRows rows of kCols
+// columns, so every loop unrolls and acc stays in registers.
+template <bool kWhole, typename T>
+__attribute__((always_inline)) inline void store_tile(typename Vec<T>::type (&acc)[kRows][kVectors], const T* res,
+                                                      const T* bias, T* dst, int64_t c, int64_t valid, int64_t cols,
+                                                      bool relu) {
+  using V = typename Vec<T>::type;
+  constexpr int W = Vec<T>::kWidth;
+  for (int r = 0; r < (kWhole ? kRows : valid); ++r)
+    for (int v = 0; v < kVectors; ++v) {
+      const int64_t n = kWhole ? W : cols - v * W;
+      if (n <= 0) break;
+      V value = acc[r][v] + load_n(res + r * c + v * W, n);
+      if (bias) value += load_n(bias + v * W, n);
+      if (relu) value = value < T(0) ? V{} : value;
+      store_n(dst + r * c + v * W, value, n);
+    }
+}
+
 // out[m] = act(src[m] + bias + sum_j src[m + (j - p) HW] @ packed_j), per clip; bias may be null.
 template <typename T>
 void residual_conv(const T* src, const T* packed, const T* bias, T* out, const Shape& s, bool relu) {
   using V = typename Vec<T>::type;
-  constexpr int W = Vec<T>::kWidth;
   constexpr int64_t kCols = Vec<T>::kCols;
   const int64_t c = s.c, rows = s.rows(), tiles = ceil_div(c, kCols), blocks = ceil_div(rows, kRows);
   const std::vector<T> zeros(c, T(0));  // the row a tap reads outside [0, T)
   auto block_tile = [&](int64_t tile, int64_t clip, int64_t block) {
-    const int64_t m0 = block * kRows, valid = std::min<int64_t>(kRows, rows - m0);
+    const int64_t m0 = block * kRows, valid = std::min<int64_t>(kRows, rows - m0), c0 = tile * kCols;
     const T* clip_src = src + clip * rows * c;
+    const T* panel = packed + tile * s.kt * c * kCols;
+    const T* res = clip_src + m0 * c + c0;
+    T* dst = out + (clip * rows + m0) * c + c0;
+    const T* tile_bias = bias ? bias + c0 : nullptr;
+    // Whole micro-tiles (the common case): kRows rows and kCols columns, and each tap reads
+    // kRows consecutive rows of the clip or only padding.
+    bool whole = valid == kRows && c0 + kCols <= c;
+    for (int64_t j = 0; j < s.kt; ++j) {
+      const int64_t first = m0 + (j - s.pad()) * s.hw;
+      whole = whole && (first + kRows <= 0 || first >= rows || (first >= 0 && first + kRows <= rows));
+    }
+    if (whole) {
+      V acc[kRows][kVectors] = {};
+      for (int64_t j = 0; j < s.kt; ++j) {
+        const int64_t first = m0 + (j - s.pad()) * s.hw;
+        if (first >= 0 && first < rows) micro_tile_strided<T>(clip_src + first * c, c, panel + j * c * kCols, kCols, c, acc);
+      }
+      store_tile<true>(acc, res, tile_bias, dst, c, kRows, kCols, relu);
+      return;
+    }
     V acc[kRows][kVectors] = {};
     for (int64_t j = 0; j < s.kt; ++j) {
       const int64_t shift = (j - s.pad()) * s.hw;
@@ -87,26 +126,14 @@ void residual_conv(const T* src, const T* packed, const T* bias, T* out, const S
         const int64_t m = m0 + std::min<int64_t>(r, valid - 1) + shift;
         a[r] = (m >= 0 && m < rows) ? clip_src + m * c : zeros.data();
       }
-      micro_tile<T, true>(a, 1, packed + (tile * s.kt + j) * c * kCols, kCols, kCols, c, acc);
+      micro_tile<T, true>(a, 1, panel + j * c * kCols, kCols, kCols, c, acc);
     }
-    const int64_t c0 = tile * kCols;
-    for (int r = 0; r < valid; ++r) {
-      const T* res = clip_src + (m0 + r) * c + c0;
-      T* dst = out + (clip * rows + m0 + r) * c + c0;
-      for (int v = 0; v < kVectors; ++v) {
-        const int64_t n = c - c0 - v * W;
-        if (n <= 0) break;
-        V value = acc[r][v] + load_n(res + v * W, n);
-        if (bias) value += load_n(bias + c0 + v * W, n);
-        if (relu) value = value < T(0) ? V{} : value;
-        store_n(dst + v * W, value, n);
-      }
-    }
+    store_tile<false>(acc, res, tile_bias, dst, c, valid, c - c0, relu);
   };
   if (tiles * s.kt * c * kCols * static_cast<int64_t>(sizeof(T)) <= kSmallWeightBytes) {
     // Small weights (every panel stays in L2): threads split the rows, so each reads only its
     // share of src instead of all of it.
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(dynamic, 8)
     for (int64_t clip = 0; clip < s.n; ++clip)
       for (int64_t block = 0; block < blocks; ++block)
         for (int64_t tile = 0; tile < tiles; ++tile) block_tile(tile, clip, block);
@@ -149,7 +176,11 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
       for (int64_t cb = 0; cb < row_blocks; ++cb) {
         T* dst = blocks + (cb * kChunkRows + k) * kRows;
         const int64_t n = std::min<int64_t>(kRows, c - cb * kRows);
-        for (int r = 0; r < kRows; ++r) dst[r] = r < n ? row[cb * kRows + r] : T(0);
+        if (n == kRows) {
+          std::memcpy(dst, row + cb * kRows, sizeof(T) * kRows);
+        } else {
+          for (int r = 0; r < kRows; ++r) dst[r] = r < n ? row[cb * kRows + r] : T(0);
+        }
       }
     }
   };
@@ -183,7 +214,8 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
     std::vector<T> blocks(row_blocks * kChunkRows * kRows);
     if (split_rows) {
       T* mine = buf + id * buf_size;  // threads <= buffers: the team has at most max_threads
-      for (int64_t chunk = chunks * id / threads; chunk < chunks * (id + 1) / threads; ++chunk) {
+#pragma omp for schedule(dynamic)
+      for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         pack_chunk(chunk, blocks.data());
         for (int64_t tile = 0; tile < tiles; ++tile) accumulate(tile, chunk, blocks.data(), mine);
       }

@@ -150,7 +150,7 @@ void fused_conv(const T* in, const T* packed, const T* bias, T* out, int64_t c, 
   {
     std::vector<T> v(16 * (block * c + W));  // V[p] one cache line off a multiple of 4 KiB apart
     alignas(64) T m[16 * kRows * kCols];
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(dynamic)
     for (int64_t b = 0; b < blocks; ++b)
       for (int64_t group = 0; group < groups; ++group) {
         const int64_t t0 = b * block, count = std::min(block, tiles - t0);
