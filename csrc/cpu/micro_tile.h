@@ -69,16 +69,22 @@ __attribute__((always_inline)) inline void micro_tile(const T* const (&a)[kRows]
   }
 }
 
-template <typename T>
-__attribute__((always_inline)) inline void micro_tile_strided(const T* a, int64_t lda, const T* b, int64_t b_step, int64_t depth,
+// The same with row r's element k at a[r * row_step + k * k_step] (rows at one stride: one
+// pointer register for all of them).
+template <typename T, bool kFullB>
+__attribute__((always_inline)) inline void micro_tile_strided(const T* a, int64_t row_step, int64_t k_step, const T* b,
+                                                              int64_t b_step, int64_t b_cols, int64_t depth,
                                                               typename Vec<T>::type (&acc)[kRows][kVectors]) {
   using V = typename Vec<T>::type;
   constexpr int W = Vec<T>::kWidth;
   for (int64_t k = 0; k < depth; ++k) {
     V bv[kVectors];
-    for (int v = 0; v < kVectors; ++v) bv[v] = *reinterpret_cast<const V*>(b + k * b_step + v * W);
+    for (int v = 0; v < kVectors; ++v) {
+      const T* bk = b + k * b_step + v * W;
+      bv[v] = kFullB ? *reinterpret_cast<const V*>(bk) : load_n(bk, b_cols - v * W);
+    }
     for (int r = 0; r < kRows; ++r) {
-      const T ar = a[r * lda + k];
+      const T ar = a[r * row_step + k * k_step];
       for (int v = 0; v < kVectors; ++v) acc[r][v] += ar * bv[v];
     }
   }

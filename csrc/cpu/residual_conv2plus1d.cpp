@@ -112,7 +112,7 @@ void residual_conv(const T* src, const T* packed, const T* bias, T* out, const S
       V acc[kRows][kVectors] = {};
       for (int64_t j = 0; j < s.kt; ++j) {
         const int64_t first = m0 + (j - s.pad()) * s.hw;
-        if (first >= 0 && first < rows) micro_tile_strided<T>(clip_src + first * c, c, panel + j * c * kCols, kCols, c, acc);
+        if (first >= 0 && first < rows) micro_tile_strided<T, true>(clip_src + first * c, c, 1, panel + j * c * kCols, kCols, kCols, c, acc);
       }
       store_tile<true>(acc, res, tile_bias, dst, c, kRows, kCols, relu);
       return;
@@ -194,12 +194,11 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
     const T* b = z + (clip * rows + lo + shift) * c + ct * kCols;
     const int64_t b_cols = c - ct * kCols;
     V acc[kRows][kVectors] = {};
-    const T* a[kRows];
-    for (int r = 0; r < kRows; ++r) a[r] = blocks + (cb * kChunkRows + lo - m0) * kRows + r;
+    const T* a = blocks + (cb * kChunkRows + lo - m0) * kRows;
     if (b_cols >= kCols)
-      micro_tile<T, true>(a, kRows, b, c, b_cols, hi - lo, acc);
+      micro_tile_strided<T, true>(a, 1, kRows, b, c, b_cols, hi - lo, acc);
     else
-      micro_tile<T, false>(a, kRows, b, c, b_cols, hi - lo, acc);
+      micro_tile_strided<T, false>(a, 1, kRows, b, c, b_cols, hi - lo, acc);
     for (int r = 0; r < kRows; ++r) {
       T* dst = sums + (j * buf_rows + cb * kRows + r) * buf_cols + ct * kCols;
       for (int v = 0; v < kVectors; ++v) {

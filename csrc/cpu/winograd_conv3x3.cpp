@@ -161,10 +161,10 @@ void fused_conv(const T* in, const T* packed, const T* bias, T* out, int64_t c, 
           for (int64_t r0 = 0; r0 < count; r0 += kRows) {
             const int64_t valid = std::min<int64_t>(kRows, count - r0);
             for (int p = 0; p < 16; ++p) {
-              const T* a[kRows];  // rows past the end repeat the last one, unstored
-              for (int r = 0; r < kRows; ++r) a[r] = v.data() + p * pstride + (r0 + std::min<int64_t>(r, valid - 1)) * c;
+              // Rows past count (in the last block) read other entries of v and are never stored.
               V acc[kRows][kVectors] = {};
-              micro_tile<T, true>(a, 1, packed + (ct * 16 + p) * c * kCols, kCols, kCols, c, acc);
+              micro_tile_strided<T, true>(v.data() + p * pstride + r0 * c, c, 1, packed + (ct * 16 + p) * c * kCols,
+                                          kCols, kCols, c, acc);
               for (int r = 0; r < kRows; ++r)
                 for (int u = 0; u < kVectors; ++u) *reinterpret_cast<V*>(m + (p * kRows + r) * kCols + u * W) = acc[r][u];
             }
