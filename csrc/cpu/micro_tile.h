@@ -7,13 +7,20 @@
 
 namespace webda::cpu {
 
-// A micro-tile is kRows rows x kVectors vectors of output columns, held in registers.
+// A micro-tile is kRows rows x kVectors vectors of output columns, held in registers; the wide
+// one kWideRows x kWideVectors. With AVX-512 both take 24 of the 32 vector registers: 12 x 2, and
+// 6 x 4 (64 float columns, fewer rows to broadcast, and twice the weight panel per micro-tile).
+// With AVX2 (16 registers) both are 6 x 2.
 #if defined(__AVX512F__)
 constexpr int kVectorBytes = 64;
 constexpr int kRows = 12;
+constexpr int kWideRows = 6;
+constexpr int kWideVectors = 4;
 #else
 constexpr int kVectorBytes = 32;
 constexpr int kRows = 6;
+constexpr int kWideRows = 6;
+constexpr int kWideVectors = 2;
 #endif
 constexpr int kVectors = 2;
 
@@ -28,6 +35,7 @@ template <typename T> struct Vec {
   typedef typename SameSizeInt<T>::type mask __attribute__((vector_size(kVectorBytes)));
   static constexpr int kWidth = kVectorBytes / sizeof(T);
   static constexpr int kCols = kWidth * kVectors;  // columns of a micro-tile
+  static constexpr int kWideCols = kWidth * kWideVectors;  // columns of a wide micro-tile
 };
 
 // Vector load / store of the first n (possibly fewer than a vector's width) elements.
@@ -48,44 +56,35 @@ template <typename T> inline void store_n(T* p, typename Vec<T>::type v, int64_t
   for (int64_t i = 0; i < n; ++i) p[i] = v[i];
 }
 
-// acc[r][v] += sum_{k < depth} a[r][k * a_step] * b[k * b_step + v * width], the b row cut to
-// b_cols columns (kFullB: b_cols >= kCols, plain vector loads).
-template <typename T, bool kFullB>
-__attribute__((always_inline)) inline void micro_tile(const T* const (&a)[kRows], int64_t a_step, const T* b,
-                                                      int64_t b_step, int64_t b_cols, int64_t depth,
-                                                      typename Vec<T>::type (&acc)[kRows][kVectors]) {
-  using V = typename Vec<T>::type;
-  constexpr int W = Vec<T>::kWidth;
-  for (int64_t k = 0; k < depth; ++k) {
-    V bv[kVectors];
-    for (int v = 0; v < kVectors; ++v) {
-      const T* bk = b + k * b_step + v * W;
-      bv[v] = kFullB ? *reinterpret_cast<const V*>(bk) : load_n(bk, b_cols - v * W);
-    }
-    for (int r = 0; r < kRows; ++r) {
-      const T ar = a[r][k * a_step];
-      for (int v = 0; v < kVectors; ++v) acc[r][v] += ar * bv[v];
-    }
-  }
-}
+// Where element k of row r of a micro-tile's left operand is: a[r][k * step] (rows anywhere), or
+// a[r * row_step + k * k_step] (rows at one stride: one pointer register for all of them).
+template <typename T> struct RowPointers {
+  const T* const* a;
+  int64_t step;
+  T operator()(int r, int64_t k) const { return a[r][k * step]; }
+};
+template <typename T> struct StridedRows {
+  const T* a;
+  int64_t row_step, k_step;
+  T operator()(int r, int64_t k) const { return a[r * row_step + k * k_step]; }
+};
 
-// The same with row r's element k at a[r * row_step + k * k_step] (rows at one stride: one
-// pointer register for all of them).
-template <typename T, bool kFullB>
-__attribute__((always_inline)) inline void micro_tile_strided(const T* a, int64_t row_step, int64_t k_step, const T* b,
-                                                              int64_t b_step, int64_t b_cols, int64_t depth,
-                                                              typename Vec<T>::type (&acc)[kRows][kVectors]) {
+// acc[r][v] += sum_{k < depth} a(r, k) * b[k * b_step + v * width] for a micro-tile of R rows x
+// NV vectors, the b row cut to b_cols columns (kFullB: b_cols >= NV * width, plain vector loads).
+template <typename T, bool kFullB, int R, int NV, typename Rows>
+__attribute__((always_inline)) inline void micro_tile(const Rows& a, const T* b, int64_t b_step, int64_t b_cols,
+                                                      int64_t depth, typename Vec<T>::type (&acc)[R][NV]) {
   using V = typename Vec<T>::type;
   constexpr int W = Vec<T>::kWidth;
   for (int64_t k = 0; k < depth; ++k) {
-    V bv[kVectors];
-    for (int v = 0; v < kVectors; ++v) {
+    V bv[NV];
+    for (int v = 0; v < NV; ++v) {
       const T* bk = b + k * b_step + v * W;
       bv[v] = kFullB ? *reinterpret_cast<const V*>(bk) : load_n(bk, b_cols - v * W);
     }
-    for (int r = 0; r < kRows; ++r) {
-      const T ar = a[r * row_step + k * k_step];
-      for (int v = 0; v < kVectors; ++v) acc[r][v] += ar * bv[v];
+    for (int r = 0; r < R; ++r) {
+      const T ar = a(r, k);
+      for (int v = 0; v < NV; ++v) acc[r][v] += ar * bv[v];
     }
   }
 }

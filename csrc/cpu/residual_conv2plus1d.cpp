@@ -50,7 +50,7 @@ template <typename T> T* weight_scratch(int slot, int64_t count) {
 // or Q_j (backward), zero past column C, so micro-tiles always load whole vectors. Threads
 // split the panels (for C = 512 a serial pass took a quarter of the forward).
 template <typename T> const T* pack_weight(const T* w, const Shape& s, bool backward) {
-  constexpr int64_t kCols = Vec<T>::kCols;
+  constexpr int64_t kCols = Vec<T>::kWideCols;
   const int64_t c = s.c, kt = s.kt, tiles = ceil_div(c, kCols);
   T* packed = weight_scratch<T>(0, tiles * kt * c * kCols);
 #pragma omp parallel for collapse(2) schedule(static)
@@ -68,16 +68,16 @@ template <typename T> const T* pack_weight(const T* w, const Shape& s, bool back
 }
 
 // dst[r][col] = act(acc[r][col] + res[r][col] + bias[col]) for the rows r < valid and columns
-// col < cols of one micro-tile (rows c apart; bias may be null). kWhole: kRows rows of kCols
+// col < cols of one micro-tile (rows c apart; bias may be null). kWhole: kWideRows rows of kCols
 // columns, so every loop unrolls and acc stays in registers.
 template <bool kWhole, typename T>
-__attribute__((always_inline)) inline void store_tile(typename Vec<T>::type (&acc)[kRows][kVectors], const T* res,
-                                                      const T* bias, T* dst, int64_t c, int64_t valid, int64_t cols,
-                                                      bool relu) {
+__attribute__((always_inline)) inline void store_tile(typename Vec<T>::type (&acc)[kWideRows][kWideVectors],
+                                                      const T* res, const T* bias, T* dst, int64_t c, int64_t valid,
+                                                      int64_t cols, bool relu) {
   using V = typename Vec<T>::type;
   constexpr int W = Vec<T>::kWidth;
-  for (int r = 0; r < (kWhole ? kRows : valid); ++r)
-    for (int v = 0; v < kVectors; ++v) {
+  for (int r = 0; r < (kWhole ? kWideRows : valid); ++r)
+    for (int v = 0; v < kWideVectors; ++v) {
       const int64_t n = kWhole ? W : cols - v * W;
       if (n <= 0) break;
       V value = acc[r][v] + load_n(res + r * c + v * W, n);
@@ -91,42 +91,43 @@ __attribute__((always_inline)) inline void store_tile(typename Vec<T>::type (&ac
 template <typename T>
 void residual_conv(const T* src, const T* packed, const T* bias, T* out, const Shape& s, bool relu) {
   using V = typename Vec<T>::type;
-  constexpr int64_t kCols = Vec<T>::kCols;
-  const int64_t c = s.c, rows = s.rows(), tiles = ceil_div(c, kCols), blocks = ceil_div(rows, kRows);
+  constexpr int64_t kCols = Vec<T>::kWideCols;
+  const int64_t c = s.c, rows = s.rows(), tiles = ceil_div(c, kCols), blocks = ceil_div(rows, kWideRows);
   const std::vector<T> zeros(c, T(0));  // the row a tap reads outside [0, T)
   auto block_tile = [&](int64_t tile, int64_t clip, int64_t block) {
-    const int64_t m0 = block * kRows, valid = std::min<int64_t>(kRows, rows - m0), c0 = tile * kCols;
+    const int64_t m0 = block * kWideRows, valid = std::min<int64_t>(kWideRows, rows - m0), c0 = tile * kCols;
     const T* clip_src = src + clip * rows * c;
     const T* panel = packed + tile * s.kt * c * kCols;
     const T* res = clip_src + m0 * c + c0;
     T* dst = out + (clip * rows + m0) * c + c0;
     const T* tile_bias = bias ? bias + c0 : nullptr;
-    // Whole micro-tiles (the common case): kRows rows and kCols columns, and each tap reads
-    // kRows consecutive rows of the clip or only padding.
-    bool whole = valid == kRows && c0 + kCols <= c;
+    // Whole micro-tiles (the common case): kWideRows rows and kCols columns, and each tap reads
+    // kWideRows consecutive rows of the clip or only padding.
+    bool whole = valid == kWideRows && c0 + kCols <= c;
     for (int64_t j = 0; j < s.kt; ++j) {
       const int64_t first = m0 + (j - s.pad()) * s.hw;
-      whole = whole && (first + kRows <= 0 || first >= rows || (first >= 0 && first + kRows <= rows));
+      whole = whole && (first + kWideRows <= 0 || first >= rows || (first >= 0 && first + kWideRows <= rows));
     }
     if (whole) {
-      V acc[kRows][kVectors] = {};
+      V acc[kWideRows][kWideVectors] = {};
       for (int64_t j = 0; j < s.kt; ++j) {
         const int64_t first = m0 + (j - s.pad()) * s.hw;
-        if (first >= 0 && first < rows) micro_tile_strided<T, true>(clip_src + first * c, c, 1, panel + j * c * kCols, kCols, kCols, c, acc);
+        if (first >= 0 && first < rows)
+          micro_tile<T, true>(StridedRows<T>{clip_src + first * c, c, 1}, panel + j * c * kCols, kCols, kCols, c, acc);
       }
-      store_tile<true>(acc, res, tile_bias, dst, c, kRows, kCols, relu);
+      store_tile<true>(acc, res, tile_bias, dst, c, kWideRows, kCols, relu);
       return;
     }
-    V acc[kRows][kVectors] = {};
+    V acc[kWideRows][kWideVectors] = {};
     for (int64_t j = 0; j < s.kt; ++j) {
       const int64_t shift = (j - s.pad()) * s.hw;
       if (m0 + shift >= rows || m0 + valid - 1 + shift < 0) continue;  // the tap reads only padding
-      const T* a[kRows];
-      for (int r = 0; r < kRows; ++r) {  // rows past the end repeat the last one, unstored
+      const T* a[kWideRows];
+      for (int r = 0; r < kWideRows; ++r) {  // rows past the end repeat the last one, unstored
         const int64_t m = m0 + std::min<int64_t>(r, valid - 1) + shift;
         a[r] = (m >= 0 && m < rows) ? clip_src + m * c : zeros.data();
       }
-      micro_tile<T, true>(a, 1, panel + j * c * kCols, kCols, kCols, c, acc);
+      micro_tile<T, true>(RowPointers<T>{a, 1}, panel + j * c * kCols, kCols, kCols, c, acc);
     }
     store_tile<false>(acc, res, tile_bias, dst, c, valid, c - c0, relu);
   };
@@ -149,16 +150,16 @@ void residual_conv(const T* src, const T* packed, const T* bias, T* out, const S
 // grad_w[c][c'][j] = sum_m g[m][c] z[m + (j - p) HW][c'], written to grad_w (fully).
 // The rows are walked in chunks: each chunk's products for one (j, c-block, c'-tile) tile are
 // summed in registers, then added to a [j][c][c'] buffer (two-level summation). A thread first
-// copies the chunk's g into column blocks of kRows channels (zero past C), so every micro-tile
+// copies the chunk's g into column blocks of kWideRows channels (zero past C), so every micro-tile
 // broadcasts from one pointer. Threads own disjoint tiles and walk all rows, or, when the buffer
 // is small, disjoint chunks of rows with a buffer each (so each reads only its share of g and
 // z), added up at the end.
 template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const Shape& s) {
   using V = typename Vec<T>::type;
-  constexpr int64_t kCols = Vec<T>::kCols;
+  constexpr int64_t kCols = Vec<T>::kWideCols;
   const int64_t c = s.c, rows = s.rows();
-  const int64_t row_blocks = ceil_div(c, kRows), col_tiles = ceil_div(c, kCols);
-  const int64_t buf_rows = row_blocks * kRows, buf_cols = col_tiles * kCols;  // padded, never out of range
+  const int64_t row_blocks = ceil_div(c, kWideRows), col_tiles = ceil_div(c, kCols);
+  const int64_t buf_rows = row_blocks * kWideRows, buf_cols = col_tiles * kCols;  // padded, never out of range
   const int64_t tiles = s.kt * row_blocks * col_tiles, buf_size = s.kt * buf_rows * buf_cols;
   const int64_t chunks_per_clip = ceil_div(rows, kChunkRows), chunks = s.n * chunks_per_clip;
   const bool split_rows = buf_size * static_cast<int64_t>(sizeof(T)) <= kSmallWeightBytes;
@@ -167,19 +168,19 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < buffers * buf_size; ++i) buf[i] = T(0);
 
-  // blocks[cb][k][r] = g[m0 + k][cb * kRows + r] (zero past C) for the chunk's rows m0 + k.
+  // blocks[cb][k][r] = g[m0 + k][cb * kWideRows + r] (zero past C) for the chunk's rows m0 + k.
   auto pack_chunk = [&](int64_t chunk, T* blocks) {
     const int64_t clip = chunk / chunks_per_clip, m0 = chunk % chunks_per_clip * kChunkRows;
     const int64_t depth = std::min(kChunkRows, rows - m0);
     for (int64_t k = 0; k < depth; ++k) {
       const T* row = g + (clip * rows + m0 + k) * c;
       for (int64_t cb = 0; cb < row_blocks; ++cb) {
-        T* dst = blocks + (cb * kChunkRows + k) * kRows;
-        const int64_t n = std::min<int64_t>(kRows, c - cb * kRows);
-        if (n == kRows) {
-          std::memcpy(dst, row + cb * kRows, sizeof(T) * kRows);
+        T* dst = blocks + (cb * kChunkRows + k) * kWideRows;
+        const int64_t n = std::min<int64_t>(kWideRows, c - cb * kWideRows);
+        if (n == kWideRows) {
+          std::memcpy(dst, row + cb * kWideRows, sizeof(T) * kWideRows);
         } else {
-          for (int r = 0; r < kRows; ++r) dst[r] = r < n ? row[cb * kRows + r] : T(0);
+          for (int r = 0; r < kWideRows; ++r) dst[r] = r < n ? row[cb * kWideRows + r] : T(0);
         }
       }
     }
@@ -193,15 +194,15 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
     if (lo >= hi) return;
     const T* b = z + (clip * rows + lo + shift) * c + ct * kCols;
     const int64_t b_cols = c - ct * kCols;
-    V acc[kRows][kVectors] = {};
-    const T* a = blocks + (cb * kChunkRows + lo - m0) * kRows;
+    V acc[kWideRows][kWideVectors] = {};
+    const StridedRows<T> a{blocks + (cb * kChunkRows + lo - m0) * kWideRows, 1, kWideRows};
     if (b_cols >= kCols)
-      micro_tile_strided<T, true>(a, 1, kRows, b, c, b_cols, hi - lo, acc);
+      micro_tile<T, true>(a, b, c, b_cols, hi - lo, acc);
     else
-      micro_tile_strided<T, false>(a, 1, kRows, b, c, b_cols, hi - lo, acc);
-    for (int r = 0; r < kRows; ++r) {
-      T* dst = sums + (j * buf_rows + cb * kRows + r) * buf_cols + ct * kCols;
-      for (int v = 0; v < kVectors; ++v) {
+      micro_tile<T, false>(a, b, c, b_cols, hi - lo, acc);
+    for (int r = 0; r < kWideRows; ++r) {
+      T* dst = sums + (j * buf_rows + cb * kWideRows + r) * buf_cols + ct * kCols;
+      for (int v = 0; v < kWideVectors; ++v) {
         V* d = reinterpret_cast<V*>(dst + v * Vec<T>::kWidth);
         *d += acc[r][v];
       }
@@ -210,7 +211,7 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
 #pragma omp parallel
   {
     const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
-    std::vector<T> blocks(row_blocks * kChunkRows * kRows);
+    std::vector<T> blocks(row_blocks * kChunkRows * kWideRows);
     if (split_rows) {
       T* mine = buf + id * buf_size;  // threads <= buffers: the team has at most max_threads
 #pragma omp for schedule(dynamic)

@@ -122,7 +122,7 @@ void search_tile(const V* const (&rows)[kRows], int64_t valid, int64_t first, co
   using Vector = typename Vec<V>::type;
   constexpr int W = Vec<V>::kWidth;
   Vector acc[kRows][kVectors] = {};
-  micro_tile<V, true>(rows, 1, panel, Vec<V>::kCols, Vec<V>::kCols, depth, acc);
+  micro_tile<V, true>(RowPointers<V>{rows, 1}, panel, Vec<V>::kCols, Vec<V>::kCols, depth, acc);
   Vector threshold[kVectors];
   for (int v = 0; v < kVectors; ++v) threshold[v] = *reinterpret_cast<const Vector*>(top.threshold.data() + q0 + v * W);
   typename Vec<V>::mask passes = {};

@@ -163,8 +163,8 @@ void fused_conv(const T* in, const T* packed, const T* bias, T* out, int64_t c, 
             for (int p = 0; p < 16; ++p) {
               // Rows past count (in the last block) read other entries of v and are never stored.
               V acc[kRows][kVectors] = {};
-              micro_tile_strided<T, true>(v.data() + p * pstride + r0 * c, c, 1, packed + (ct * 16 + p) * c * kCols,
-                                          kCols, kCols, c, acc);
+              micro_tile<T, true>(StridedRows<T>{v.data() + p * pstride + r0 * c, c, 1},
+                                  packed + (ct * 16 + p) * c * kCols, kCols, kCols, c, acc);
               for (int r = 0; r < kRows; ++r)
                 for (int u = 0; u < kVectors; ++u) *reinterpret_cast<V*>(m + (p * kRows + r) * kCols + u * W) = acc[r][u];
             }
