@@ -192,10 +192,12 @@ def test_conv2plus1d_matches_float64_reference_on_an_empty_batch():
 
 # ----------------------------------------------------------------------------- the CPU kernel alone
 # (N, C, T, HW, kt): T = 1 and kt > T, C past one vector, past a column tile and not a multiple
-# of either, rows per clip not a multiple of the micro-tile, enough rows for several chunks, and
-# C = 160, whose weights are past kSmallWeightBytes (threads then split column tiles, not rows).
+# of either, rows per clip not a multiple of the micro-tile, enough rows for several chunks,
+# C = 160, whose weight-gradient buffer is past kSmallBufferBytes (threads then split its tiles,
+# not the rows), and C = 272, whose packed weights are past kCachedWeightBytes (threads then
+# split column tiles, not rows).
 TEMPORAL_SHAPES = [(1, 1, 1, 1, 1), (2, 3, 1, 5, 3), (1, 5, 2, 7, 5), (2, 17, 3, 6, 3), (1, 33, 12, 7, 3),
-                   (2, 64, 5, 49, 3), (1, 100, 4, 3, 5), (2, 160, 3, 20, 3)]
+                   (2, 64, 5, 49, 3), (1, 100, 4, 3, 5), (2, 160, 3, 20, 3), (1, 272, 3, 10, 3)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16], ids=lambda d: str(d)[6:])
