@@ -192,12 +192,14 @@ def test_conv2plus1d_matches_float64_reference_on_an_empty_batch():
 
 # ----------------------------------------------------------------------------- the CPU kernel alone
 # (N, C, T, HW, kt): T = 1 and kt > T, C past one vector, past a column tile and not a multiple
-# of either, rows per clip not a multiple of the micro-tile, enough rows for several chunks,
-# C = 160, whose weight-gradient buffer is past kSmallBufferBytes (threads then split its tiles,
-# not the rows), and C = 272, whose packed weights are past kCachedWeightBytes (threads then
-# split column tiles, not rows).
+# of either, rows per clip not a multiple of the micro-tile, enough rows for several chunks;
+# from 128 channels with kt = 3 the F(2, 3) kernel: T = 1, 2 and 3 (pairs of frames, one
+# half-empty), a partial column tile, C = 160, whose weight-gradient buffer is past
+# kSmallBufferBytes (threads then split its tiles, not the rows); and C = 272, whose packed weights
+# are past kCachedWeightBytes (direct kernel, threads split column tiles, not rows).
 TEMPORAL_SHAPES = [(1, 1, 1, 1, 1), (2, 3, 1, 5, 3), (1, 5, 2, 7, 5), (2, 17, 3, 6, 3), (1, 33, 12, 7, 3),
-                   (2, 64, 5, 49, 3), (1, 100, 4, 3, 5), (2, 160, 3, 20, 3), (1, 272, 3, 10, 3)]
+                   (2, 64, 5, 49, 3), (1, 100, 4, 3, 5), (1, 130, 1, 7, 3), (2, 128, 2, 5, 3), (2, 160, 3, 20, 3),
+                   (1, 144, 3, 4, 5), (1, 272, 3, 10, 3)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16], ids=lambda d: str(d)[6:])
