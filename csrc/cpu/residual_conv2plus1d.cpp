@@ -251,6 +251,22 @@ void winograd_residual_conv(const T* src, const T* packed, const T* bias, T* out
   }
 }
 
+// `buffers` zeroed buffers of `size` elements for the weight gradient's sums (scratch slot 1).
+template <typename T> T* zeroed_sums(int64_t buffers, int64_t size) {
+  T* buf = weight_scratch<T>(1, buffers * size);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < buffers * size; ++i) buf[i] = T(0);
+  return buf;
+}
+
+// Every buffer's sums added into the first.
+template <typename T> void add_sums(T* buf, int64_t buffers, int64_t size) {
+  if (buffers < 2) return;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < size; ++i)
+    for (int64_t k = 1; k < buffers; ++k) buf[i] += buf[k * size + i];
+}
+
 // grad_w[c][c'][j] = sum_m g[m][c] z[m + (j - p) HW][c'], written to grad_w (fully).
 // The rows are walked in chunks: each chunk's products for one (j, c-block, c'-tile) tile are
 // summed in registers, then added to a [j][c][c'] buffer (two-level summation). A thread first
@@ -268,9 +284,7 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
   const int64_t chunks_per_clip = ceil_div(rows, kChunkRows), chunks = s.n * chunks_per_clip;
   const bool split_rows = buf_size * static_cast<int64_t>(sizeof(T)) <= kSmallBufferBytes;
   const int64_t buffers = split_rows ? omp_get_max_threads() : 1;
-  T* buf = weight_scratch<T>(1, buffers * buf_size);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < buffers * buf_size; ++i) buf[i] = T(0);
+  T* buf = zeroed_sums<T>(buffers, buf_size);
 
   // blocks[cb][k][r] = g[m0 + k][cb * kWideRows + r] (zero past C) for the chunk's rows m0 + k.
   auto pack_chunk = [&](int64_t chunk, T* blocks) {
@@ -331,17 +345,95 @@ template <typename T> void weight_grad(const T* g, const T* z, T* grad_w, const 
       }
     }
   }
-  if (buffers > 1) {  // every thread's sums into the first buffer
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < buf_size; ++i)
-      for (int64_t k = 1; k < buffers; ++k) buf[i] += buf[k * buf_size + i];
-  }
+  add_sums(buf, buffers, buf_size);
 #pragma omp parallel for schedule(static)
   for (int64_t co = 0; co < c; ++co)
     for (int64_t j = 0; j < s.kt; ++j) {
       const T* src = buf + (j * buf_rows + co) * buf_cols;
       T* dst = grad_w + co * c * s.kt + j;
       for (int64_t ci = 0; ci < c; ++ci) dst[ci * s.kt] = src[ci];
+    }
+}
+
+// The weight gradient by the transpose of F(2, 3) (kt = 3): per pair of frames (2q, 2q + 1) of a
+// position, with g0, g1 its rows of g (g1 zero past T) and d_k = z[2q - 1 + k] as in the forward,
+//   A = (g0, g0 + g1, g0 - g1, -g1),   V = (d0 - d2, d1 + d2, d2 - d1, d1 - d3),   M_i = sum A_i^T V_i,
+//   grad_w[:, :, 0] = M0 + (M1 + M2) / 2,   [1] = (M1 - M2) / 2,   [2] = (M1 + M2) / 2 + M3:
+// 4 products per pair of frames instead of 6. Threads take chunks of a clip's (pair, position)
+// rows, transform them into rows of A and V and sum their products into a [4][c][c'] buffer
+// each, added up at the end.
+template <typename T> void winograd_weight_grad(const T* g, const T* z, T* grad_w, const Shape& s) {
+  using V = typename Vec<T>::type;
+  constexpr int W = Vec<T>::kWidth;
+  constexpr int R = kWideRows;
+  constexpr int64_t kCols = Vec<T>::kWideCols;
+  const int64_t c = s.c, hw = s.hw, rows = ceil_div(s.t, 2) * hw;
+  const int64_t row_blocks = ceil_div(c, R), col_tiles = ceil_div(c, kCols);
+  const int64_t buf_rows = row_blocks * R, buf_cols = col_tiles * kCols, buf_size = 4 * buf_rows * buf_cols;
+  const int64_t chunks_per_clip = ceil_div(rows, kChunkRows), chunks = s.n * chunks_per_clip;
+  const int64_t buffers = omp_get_max_threads();
+  T* buf = zeroed_sums<T>(buffers, buf_size);
+#pragma omp parallel
+  {
+    T* sums = buf + omp_get_thread_num() * buf_size;  // the team has at most max_threads = buffers
+    // a[i][k][channel], v[i][k][channel]; the last channel block of a reads R values past C
+    // (other entries of a), summed into buffer rows past C, never written out.
+    std::vector<T> a(4 * kChunkRows * c + R), v(4 * kChunkRows * c);
+#pragma omp for schedule(dynamic)
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      const int64_t clip = chunk / chunks_per_clip, m0 = chunk % chunks_per_clip * kChunkRows;
+      const int64_t depth = std::min(kChunkRows, rows - m0);
+      const T* clip_g = g + clip * s.t * hw * c;
+      const T* clip_z = z + clip * s.t * hw * c;
+      for (int64_t k = 0; k < depth; ++k) {
+        const int64_t q = (m0 + k) / hw, position = (m0 + k) % hw;
+        const T* g0 = clip_g + (2 * q * hw + position) * c;
+        const T* g1 = 2 * q + 1 < s.t ? g0 + hw * c : nullptr;
+        const T* d[4];
+        for (int j = 0; j < 4; ++j) {
+          const int64_t frame = 2 * q - 1 + j;
+          d[j] = frame >= 0 && frame < s.t ? clip_z + (frame * hw + position) * c : nullptr;
+        }
+        for (int64_t c0 = 0; c0 < c; c0 += W) {
+          const int64_t n = std::min<int64_t>(W, c - c0), at = k * c + c0, step = kChunkRows * c;
+          const V x0 = load_n(g0 + c0, n), x1 = g1 ? load_n(g1 + c0, n) : V{};
+          const V ai[4] = {x0, x0 + x1, x0 - x1, -x1};
+          V x[4];
+          for (int j = 0; j < 4; ++j) x[j] = d[j] ? load_n(d[j] + c0, n) : V{};
+          const V vi[4] = {x[0] - x[2], x[1] + x[2], x[2] - x[1], x[1] - x[3]};
+          for (int i = 0; i < 4; ++i) {
+            store_n(a.data() + i * step + at, ai[i], n);
+            store_n(v.data() + i * step + at, vi[i], n);
+          }
+        }
+      }
+      for (int i = 0; i < 4; ++i)
+        for (int64_t cb = 0; cb < row_blocks; ++cb)
+          for (int64_t ct = 0; ct < col_tiles; ++ct) {
+            const StridedRows<T> rows_a{a.data() + i * kChunkRows * c + cb * R, 1, c};
+            const T* b = v.data() + i * kChunkRows * c + ct * kCols;
+            const int64_t b_cols = c - ct * kCols;
+            V acc[R][kWideVectors] = {};
+            if (b_cols >= kCols)
+              micro_tile<T, true>(rows_a, b, c, b_cols, depth, acc);
+            else
+              micro_tile<T, false>(rows_a, b, c, b_cols, depth, acc);
+            for (int r = 0; r < R; ++r)
+              for (int u = 0; u < kWideVectors; ++u)
+                *reinterpret_cast<V*>(sums + (i * buf_rows + cb * R + r) * buf_cols + ct * kCols + u * W) += acc[r][u];
+          }
+    }
+  }
+  add_sums(buf, buffers, buf_size);
+#pragma omp parallel for schedule(static)
+  for (int64_t co = 0; co < c; ++co)
+    for (int64_t ci = 0; ci < c; ++ci) {
+      T m[4];
+      for (int i = 0; i < 4; ++i) m[i] = buf[(i * buf_rows + co) * buf_cols + ci];
+      T* dst = grad_w + (co * c + ci) * 3;
+      dst[0] = m[0] + (m[1] + m[2]) * T(0.5);
+      dst[1] = (m[1] - m[2]) * T(0.5);
+      dst[2] = (m[1] + m[2]) * T(0.5) + m[3];
     }
 }
 
@@ -382,13 +474,18 @@ template <typename T> void mask_and_bias_grad(const T* grad_y, const T* y, T* ma
     for (int64_t i = 0; i < c; ++i) grad_b[i] = static_cast<T>(sums[i]);
 }
 
-// out = act(src + bias + conv_t(src)) (forward taps) or src + conv_t^T(src) (backward taps): by
-// F(2, 3) for kt = 3 from kWinogradChannels while the rows are split over threads, else directly.
-template <typename T>
-void temporal_conv(const T* src, const T* w, const T* bias, T* out, const Shape& s, bool relu, bool backward) {
+// Whether the temporal convolutions and the weight gradient run by F(2, 3): kt = 3, from
+// kWinogradChannels, while the rows are split over threads (packed weights in L2).
+template <typename T> bool winograd_applies(const Shape& s) {
   constexpr int64_t kCols = Vec<T>::kWideCols;
   const int64_t packed_bytes = ceil_div(s.c, kCols) * s.kt * s.c * kCols * static_cast<int64_t>(sizeof(T));
-  if (s.kt == 3 && s.c >= kWinogradChannels && packed_bytes <= kCachedWeightBytes)
+  return s.kt == 3 && s.c >= kWinogradChannels && packed_bytes <= kCachedWeightBytes;
+}
+
+// out = act(src + bias + conv_t(src)) (forward taps) or src + conv_t^T(src) (backward taps).
+template <typename T>
+void temporal_conv(const T* src, const T* w, const T* bias, T* out, const Shape& s, bool relu, bool backward) {
+  if (winograd_applies<T>(s))
     winograd_residual_conv(src, pack_winograd_weight(w, s, backward), bias, out, s, relu);
   else
     residual_conv(src, pack_weight(w, s, backward), bias, out, s, relu);
@@ -436,7 +533,14 @@ void residual_temporal_backward(uintptr_t grad_y, uintptr_t z, uintptr_t y, uint
     }
     temporal_conv(g, reinterpret_cast<const T*>(weight), static_cast<const T*>(nullptr), reinterpret_cast<T*>(grad_z),
                   s, false, true);
-    if (grad_weight) weight_grad(g, reinterpret_cast<const T*>(z), reinterpret_cast<T*>(grad_weight), s);
+    if (grad_weight) {
+      const T* zt = reinterpret_cast<const T*>(z);
+      T* gw = reinterpret_cast<T*>(grad_weight);
+      if (winograd_applies<T>(s))
+        winograd_weight_grad(g, zt, gw, s);
+      else
+        weight_grad(g, zt, gw, s);
+    }
   });
 }
 
