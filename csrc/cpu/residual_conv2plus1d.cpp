@@ -8,7 +8,9 @@
 //             grad_w[c][c'][j] = sum_m g[m][c] z[m + (j - p) HW][c'],      grad_b[c] = sum_m g[m][c]
 // where g = grad_y * (y > 0) under relu, else grad_y, and rows whose shifted frame leaves
 // [0, T) contribute zero. Both convolutions are one routine (residual_conv) over weights packed
-// into column panels; the weight gradient is a second GEMM-shaped reduction (weight_grad).
+// into column panels; the weight gradient is a second GEMM-shaped reduction (weight_grad). For
+// kt = 3 and 128 channels or more (winograd_applies), both run by Winograd's F(2, 3) along T
+// instead (winograd_residual_conv, winograd_weight_grad).
 // Every product is accumulated in T (float32 or float64): the kernel serves those two dtypes.
 #include <omp.h>
 
@@ -31,7 +33,8 @@ constexpr int64_t kChunkRows = 128;
 // stay in L2 while a thread walks its rows through every column tile.
 constexpr int64_t kCachedWeightBytes = 1 << 20;
 // F(2, 3) along T from this many channels: its transforms cost about what it saves at C = 64
-// (1 thread, fwd: 64@28 1.0-1.07x, 128@14 1.04-1.12x, 256@7 1.17-1.22x the direct kernel).
+// (vs the direct kernels, 1 thread: fwd 64@28 1.0-1.07x, 128@14 1.04-1.12x, 256@7 1.17-1.22x;
+// backward with the weight gradient 64@28 0.98x, 128@14 1.16x, 256@7 1.09x).
 constexpr int64_t kWinogradChannels = 128;
 // Weight-gradient buffers up to this size (C <= 128 in float32, kt = 3) are cheap to keep, zero
 // and add up once per thread.
