@@ -6,7 +6,7 @@ model: x needs a gradient (it comes from the previous layer), the spatial weight
 frozen, the temporal weight and bias train, relu follows.
 
 Providers: "eager" is the reference in the faster of the two memory formats (contiguous or
-channels_last_3d, picked by the best of a few runs per shape and mode; the other one is recorded as
+channels_last_3d, picked by paired rounds per shape and mode; the other one is recorded as
 "eager-<format>"), "compile" is torch.compile of the reference in that format, and
 "webda-<backend>" the op in its own faster format (the op runs the spatial conv in x's
 layout). Forward+backward rows also record the bytes autograd saves (``saved_bytes``).
@@ -15,7 +15,6 @@ layout). Forward+backward rows also record the bytes autograd saves (``saved_byt
 from __future__ import annotations
 
 import functools
-import time
 
 import pytest
 import torch
@@ -31,6 +30,7 @@ BATCH, FRAMES = (10, 12) if DEVICE.type == "cuda" else (2, 12)
 STAGES = [(c, s if DEVICE.type == "cuda" else (s + 1) // 2) for c, s in [(64, 56), (128, 28), (256, 14), (512, 7)]]
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last_3d}
 MODES = ("fwd", "fwd+bwd")
+FORMAT_ROUNDS = 5  # paired rounds that pick a provider's faster memory format
 
 
 def _setup(channels: int, size: int, memory_format):
@@ -79,11 +79,6 @@ def _saved_bytes(fn, x, params) -> int:
     return sum(storages.values())
 
 
-def _sync():
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def _function(provider: str):
     if provider.startswith("webda-"):
         return functools.partial(wk.residual_conv2plus1d, backend=provider[len("webda-"):])
@@ -91,20 +86,15 @@ def _function(provider: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _faster_format(provider: str, channels: int, size: int, mode: str) -> str:
-    """The memory format in which ``provider`` runs faster (best of a few timed runs)."""
-    times = {}
-    for name, memory_format in FORMATS.items():
-        run = _runner(_function(provider), mode, *_setup(channels, size, memory_format))
-        samples = []
-        for _ in range(5):
-            _sync()
-            start = time.perf_counter()
-            run()
-            _sync()
-            samples.append(time.perf_counter() - start)
-        times[name] = min(samples)
-    return min(times, key=times.get)
+def _faster_format(provider: str, channels: int, size: int, mode: str, paired) -> str:
+    """The memory format in which ``provider`` runs faster, by ``paired`` rounds (conftest's
+    paired_speedup, as the speed-ups themselves; a best-of-5 pick flipped between runs on a noisy CPU)."""
+    runs = {name: _runner(_function(provider), mode, *_setup(channels, size, memory_format))
+            for name, memory_format in FORMATS.items()}
+    for run in runs.values():  # warm-up: compile, autotune, caches
+        run()
+    speedup = paired(runs["channels_last"], runs["contiguous"], DEVICE, FORMAT_ROUNDS)
+    return "channels_last" if speedup > 1 else "contiguous"
 
 
 # One graph per stage shape: inductor's dynamic-shape path fails on this graph (torch 2.13).
@@ -118,10 +108,10 @@ PROVIDERS = ["eager", "eager-other-format", "compile"] + [
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("channels,size", STAGES)
-def test_bench_residual_conv2plus1d(measure, channels, size, mode, provider):
+def test_bench_residual_conv2plus1d(measure, paired_speedup, channels, size, mode, provider):
     # eager and compile run in eager's faster format; a webda backend in its own faster one.
     owner = provider if provider.startswith("webda-") else "eager"
-    memory_format_name = _faster_format(owner, channels, size, mode)
+    memory_format_name = _faster_format(owner, channels, size, mode, paired_speedup)
     if provider == "eager-other-format":
         memory_format_name = next(f for f in FORMATS if f != memory_format_name)
         provider = f"eager-{memory_format_name}"

@@ -125,6 +125,12 @@ def paired_speedup(fn, baseline, device: torch.device, rounds: int = PAIRED_ROUN
     return statistics.median(ratio() for _ in range(rounds))
 
 
+@pytest.fixture(name="paired_speedup")
+def paired_speedup_fixture():
+    """:func:`paired_speedup`, for benchmarks that compare two ways of running an op themselves."""
+    return paired_speedup
+
+
 @pytest.fixture
 def measure(benchmark):
     def run(fn, *, group: str, provider: str, device, **info) -> None:
