@@ -54,8 +54,8 @@ SPEC = _dispatch.OpSpec(
 # winograd.MIN_CHANNELS channels, where the CPU backend's Winograd spatial conv and fused
 # temporal kernels beat the reference. CPU, float32, ResNet-34 stages (batch 2, 12 frames),
 # fwd+bwd, paired rounds against eager in its faster layout (the run recorded in
-# benchmarks/results/cpu-xeon-2core, commit 8c66254): 64@28 1.28x, 128@14 1.33x, 256@7 1.18x,
-# 512@4 1.38x. A trained spatial weight is not measured.
+# benchmarks/results/cpu-xeon-2core, commit b91487b): 64@28 1.28x, 128@14 1.41x, 256@7 1.20x,
+# 512@4 1.36x. A trained spatial weight is not measured.
 _REFERENCE_SPEC = dataclasses.replace(SPEC, auto={})
 
 CL3D = torch.channels_last_3d
