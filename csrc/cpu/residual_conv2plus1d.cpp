@@ -163,6 +163,26 @@ void residual_conv(const T* src, const T* packed, const T* bias, T* out, const S
 //   out[2q] = M0 + M1 + M2,   out[2q + 1] = M1 - M2 - M3,
 // then the residual, bias and activation as residual_conv: 4 products per pair of frames instead
 // of 6. packed[tile][i][k][col] = U_i[k][tile * kCols + col], zero past column C.
+// The window d_k = frame 2q - 1 + k (k < 4) of a position in a clip, null outside [0, T).
+template <typename T> void frame_window(const T* clip, const Shape& s, int64_t q, int64_t position, const T* (&d)[4]) {
+  for (int k = 0; k < 4; ++k) {
+    const int64_t frame = 2 * q - 1 + k;
+    d[k] = frame >= 0 && frame < s.t ? clip + (frame * s.hw + position) * s.c : nullptr;
+  }
+}
+
+// V = (d0 - d2, d1 + d2, d2 - d1, d1 - d3) of the n (<= width) channels from c0 of a window.
+template <typename T>
+__attribute__((always_inline)) inline void transform_window(const T* const (&d)[4], int64_t c0, int64_t n,
+                                                            typename Vec<T>::type (&v)[4]) {
+  typename Vec<T>::type x[4];
+  for (int k = 0; k < 4; ++k) x[k] = d[k] ? load_n(d[k] + c0, n) : typename Vec<T>::type{};
+  v[0] = x[0] - x[2];
+  v[1] = x[1] + x[2];
+  v[2] = x[2] - x[1];
+  v[3] = x[1] - x[3];
+}
+
 template <typename T> const T* pack_winograd_weight(const T* w, const Shape& s, bool backward) {
   constexpr int64_t kCols = Vec<T>::kWideCols;
   const int64_t c = s.c, tiles = ceil_div(c, kCols);
@@ -209,17 +229,12 @@ void winograd_residual_conv(const T* src, const T* packed, const T* bias, T* out
           position_of[r] = r == 0 ? r0 % hw : (position_of[r - 1] + 1) % hw;
         }
         for (int r = 0; r < valid; ++r) {
-          const int64_t q = pair_of[r], position = position_of[r];
           const T* d[4];
-          for (int k = 0; k < 4; ++k) {
-            const int64_t frame = 2 * q - 1 + k;
-            d[k] = frame >= 0 && frame < s.t ? clip_src + (frame * hw + position) * c : nullptr;
-          }
+          frame_window(clip_src, s, pair_of[r], position_of[r], d);
           for (int64_t c0 = 0; c0 < c; c0 += W) {
             const int64_t n = std::min<int64_t>(W, c - c0);
-            V x[4];
-            for (int k = 0; k < 4; ++k) x[k] = d[k] ? load_n(d[k] + c0, n) : V{};
-            const V t[4] = {x[0] - x[2], x[1] + x[2], x[2] - x[1], x[1] - x[3]};
+            V t[4];
+            transform_window(d, c0, n, t);
             for (int i = 0; i < 4; ++i) store_n(v.data() + (i * R + r) * c + c0, t[i], n);
           }
         }
@@ -393,17 +408,13 @@ template <typename T> void winograd_weight_grad(const T* g, const T* z, T* grad_
         const T* g0 = clip_g + (2 * q * hw + position) * c;
         const T* g1 = 2 * q + 1 < s.t ? g0 + hw * c : nullptr;
         const T* d[4];
-        for (int j = 0; j < 4; ++j) {
-          const int64_t frame = 2 * q - 1 + j;
-          d[j] = frame >= 0 && frame < s.t ? clip_z + (frame * hw + position) * c : nullptr;
-        }
+        frame_window(clip_z, s, q, position, d);
         for (int64_t c0 = 0; c0 < c; c0 += W) {
           const int64_t n = std::min<int64_t>(W, c - c0), at = k * c + c0, step = kChunkRows * c;
           const V x0 = load_n(g0 + c0, n), x1 = g1 ? load_n(g1 + c0, n) : V{};
           const V ai[4] = {x0, x0 + x1, x0 - x1, -x1};
-          V x[4];
-          for (int j = 0; j < 4; ++j) x[j] = d[j] ? load_n(d[j] + c0, n) : V{};
-          const V vi[4] = {x[0] - x[2], x[1] + x[2], x[2] - x[1], x[1] - x[3]};
+          V vi[4];
+          transform_window(d, c0, n, vi);
           for (int i = 0; i < 4; ++i) {
             store_n(a.data() + i * step + at, ai[i], n);
             store_n(v.data() + i * step + at, vi[i], n);
