@@ -55,6 +55,12 @@ template <typename T> T* weight_scratch(int slot, int64_t count) {
   return buffer.data();
 }
 
+// Tap j of the weights seen as P_j[k][out] = w[out][k][j] (forward) or Q_j[k][out] = w[k][out][kt-1-j]
+// (backward).
+template <typename T> inline T tap(const T* w, const Shape& s, bool backward, int64_t k, int64_t out, int64_t j) {
+  return backward ? w[(k * s.c + out) * s.kt + (s.kt - 1 - j)] : w[(out * s.c + k) * s.kt + j];
+}
+
 // Column panels of the packed weights: packed[tile][j][k][col] = weight seen as P_j (forward)
 // or Q_j (backward), zero past column C, so micro-tiles always load whole vectors. Threads
 // split the panels (for C = 512 a serial pass took a quarter of the forward).
@@ -69,11 +75,20 @@ template <typename T> const T* pack_weight(const T* w, const Shape& s, bool back
         T* dst = packed + ((tile * kt + j) * c + k) * kCols;
         for (int64_t col = 0; col < kCols; ++col) {
           const int64_t out = tile * kCols + col;
-          const int64_t src = backward ? (k * c + out) * kt + (kt - 1 - j) : (out * c + k) * kt + j;
-          dst[col] = out < c ? w[src] : T(0);
+          dst[col] = out < c ? tap(w, s, backward, k, out, j) : T(0);
         }
       }
   return packed;
+}
+
+// act(value + the n (<= width) values at res + those at bias (may be null)): the temporal
+// convolutions' epilogue.
+template <typename T>
+__attribute__((always_inline)) inline typename Vec<T>::type finish(typename Vec<T>::type value, const T* res,
+                                                                  const T* bias, int64_t n, bool relu) {
+  value += load_n(res, n);
+  if (bias) value += load_n(bias, n);
+  return relu ? (value < T(0) ? typename Vec<T>::type{} : value) : value;
 }
 
 // dst[r][col] = act(acc[r][col] + res[r][col] + bias[col]) for the rows r < valid and columns
@@ -83,16 +98,12 @@ template <bool kWhole, typename T>
 __attribute__((always_inline)) inline void store_tile(typename Vec<T>::type (&acc)[kWideRows][kWideVectors],
                                                       const T* res, const T* bias, T* dst, int64_t c, int64_t valid,
                                                       int64_t cols, bool relu) {
-  using V = typename Vec<T>::type;
   constexpr int W = Vec<T>::kWidth;
   for (int r = 0; r < (kWhole ? kWideRows : valid); ++r)
     for (int v = 0; v < kWideVectors; ++v) {
       const int64_t n = kWhole ? W : cols - v * W;
       if (n <= 0) break;
-      V value = acc[r][v] + load_n(res + r * c + v * W, n);
-      if (bias) value += load_n(bias + v * W, n);
-      if (relu) value = value < T(0) ? V{} : value;
-      store_n(dst + r * c + v * W, value, n);
+      store_n(dst + r * c + v * W, finish(acc[r][v], res + r * c + v * W, bias ? bias + v * W : nullptr, n, relu), n);
     }
 }
 
@@ -156,13 +167,6 @@ void residual_conv(const T* src, const T* packed, const T* bias, T* out, const S
   }
 }
 
-// Winograd's F(2, 3) along T (kt = 3): output frames 2q and 2q + 1 of a position read its frames
-// d_k = src[2q - 1 + k] (k < 4, zero outside [0, T)) through
-//   V = (d0 - d2, d1 + d2, d2 - d1, d1 - d3),   M_i = V_i @ U_i,
-//   U = (P0, (P0 + P1 + P2) / 2, (P0 - P1 + P2) / 2, P2)   (P_j: the taps, forward or backward),
-//   out[2q] = M0 + M1 + M2,   out[2q + 1] = M1 - M2 - M3,
-// then the residual, bias and activation as residual_conv: 4 products per pair of frames instead
-// of 6. packed[tile][i][k][col] = U_i[k][tile * kCols + col], zero past column C.
 // The window d_k = frame 2q - 1 + k (k < 4) of a position in a clip, null outside [0, T).
 template <typename T> void frame_window(const T* clip, const Shape& s, int64_t q, int64_t position, const T* (&d)[4]) {
   for (int k = 0; k < 4; ++k) {
@@ -183,6 +187,13 @@ __attribute__((always_inline)) inline void transform_window(const T* const (&d)[
   v[3] = x[1] - x[3];
 }
 
+// Winograd's F(2, 3) along T (kt = 3): output frames 2q and 2q + 1 of a position read its frames
+// d_k = src[2q - 1 + k] (k < 4, zero outside [0, T)) through
+//   V = (d0 - d2, d1 + d2, d2 - d1, d1 - d3),   M_i = V_i @ U_i,
+//   U = (P0, (P0 + P1 + P2) / 2, (P0 - P1 + P2) / 2, P2)   (P_j: the taps, forward or backward),
+//   out[2q] = M0 + M1 + M2,   out[2q + 1] = M1 - M2 - M3,
+// then the residual, bias and activation as residual_conv: 4 products per pair of frames instead
+// of 6. packed[tile][i][k][col] = U_i[k][tile * kCols + col], zero past column C.
 template <typename T> const T* pack_winograd_weight(const T* w, const Shape& s, bool backward) {
   constexpr int64_t kCols = Vec<T>::kWideCols;
   const int64_t c = s.c, tiles = ceil_div(c, kCols);
@@ -194,7 +205,7 @@ template <typename T> const T* pack_winograd_weight(const T* w, const Shape& s, 
       for (int64_t col = 0; col < kCols; ++col) {
         const int64_t out = tile * kCols + col;
         T p[3] = {};
-        for (int j = 0; out < c && j < 3; ++j) p[j] = backward ? w[(k * c + out) * 3 + 2 - j] : w[(out * c + k) * 3 + j];
+        for (int j = 0; out < c && j < 3; ++j) p[j] = tap(w, s, backward, k, out, j);
         const T u[4] = {p[0], (p[0] + p[1] + p[2]) * T(0.5), (p[0] - p[1] + p[2]) * T(0.5), p[2]};
         for (int i = 0; i < 4; ++i) dst[i * c * kCols + col] = u[i];
       }
@@ -257,10 +268,7 @@ void winograd_residual_conv(const T* src, const T* packed, const T* bias, T* out
               const V pair[2] = {mi[0] + mi[1] + mi[2], mi[1] - mi[2] - mi[3]};
               for (int f = 0; f < 2 && 2 * q + f < s.t; ++f) {
                 const int64_t at = ((2 * q + f) * hw + position) * c + c0 + u * W;
-                V value = pair[f] + load_n(clip_src + at, n);
-                if (bias) value += load_n(bias + c0 + u * W, n);
-                if (relu) value = value < T(0) ? V{} : value;
-                store_n(clip_out + at, value, n);
+                store_n(clip_out + at, finish(pair[f], clip_src + at, bias ? bias + c0 + u * W : nullptr, n, relu), n);
               }
             }
           }
