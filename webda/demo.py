@@ -10,31 +10,27 @@ cores) or small (the default, about 6 minutes):
 5. ``video/``: stage 2, the video model from ``image/last.pt`` (``webda train-video``);
 6. ``report/``: ``report.md``, ``index.html`` and their figures (:mod:`webda.report.demo_report`).
 
-Training uses the trainer's preset of the same name (:data:`webda.config.PRESETS`) plus
+Training uses the trainer's preset of the same name (:data:`webda.config.TRAIN_PRESETS`) plus
 periodic evaluation for the curves; every run folder holds the usual ``config.toml``,
 ``metrics.jsonl``, ``last.pt`` and ``evaluation-test.json``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
-from typing import Type
 
-from webda.config import PRESETS, ImageConfig, TrainConfig, VideoConfig, stage_of, validate
+from webda.config import TrainConfig
 from webda.errors import UserError
 
 # Evaluations on the target test split per training run (points of the accuracy curve).
 EVALUATIONS = 4
 
 
-def stage_config(cls: Type[TrainConfig], preset: str, **values) -> TrainConfig:
-    """Settings of one stage: the trainer's ``preset`` for that stage, then ``values``, validated."""
-    return validate(cls(**{**PRESETS[preset][stage_of(cls)], "preset": preset, **values}))
-
-
-def _eval_every(cls: Type[TrainConfig], preset: str) -> int:
-    return max(1, cls(**PRESETS[preset][stage_of(cls)]).steps // EVALUATIONS)
+def _with_curve(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` evaluating :data:`EVALUATIONS` times during training."""
+    return dataclasses.replace(cfg, eval_every=max(1, cfg.steps // EVALUATIONS))
 
 
 def run_demo(out, preset: str = "small", seed: int = 0, progress: bool = True) -> Path:
@@ -43,7 +39,7 @@ def run_demo(out, preset: str = "small", seed: int = 0, progress: bool = True) -
     from webda.data.synthetic import generate
     from webda.report.demo_report import DATA, IMAGE, IMAGE_NO_DA, VIDEO, build_report
     from webda.train.engine import train
-    from webda.train.stages import STAGES
+    from webda.train.stages import IMAGE_STAGE, VIDEO_STAGE
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -60,13 +56,11 @@ def run_demo(out, preset: str = "small", seed: int = 0, progress: bool = True) -
     announce(2, "shot keyframes and overlap removal")
     prepared = prepare(data, show_progress=progress)
     announce(3, "stage 1: image model (attention + domain adaptation)")
-    train(stage_config(ImageConfig, preset, out=str(out / IMAGE), eval_every=_eval_every(ImageConfig, preset),
-                       **common), STAGES["image"])
+    train(_with_curve(IMAGE_STAGE.settings(preset, out=str(out / IMAGE), **common)))
     announce(4, "stage 1 without domain adaptation (the t-SNE's 'before')")
-    train(stage_config(ImageConfig, preset, out=str(out / IMAGE_NO_DA), da=False, **common), STAGES["image"])
+    train(IMAGE_STAGE.settings(preset, out=str(out / IMAGE_NO_DA), da=False, **common))
     announce(5, "stage 2: video model from the image model")
-    train(stage_config(VideoConfig, preset, out=str(out / VIDEO), init=str(out / IMAGE / "last.pt"),
-                       eval_every=_eval_every(VideoConfig, preset), **common), STAGES["video"])
+    train(_with_curve(VIDEO_STAGE.settings(preset, out=str(out / VIDEO), init=str(out / IMAGE / "last.pt"), **common)))
     announce(6, "report")
     report = build_report(out, seed, prepared, show_progress=progress)
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
