@@ -1,7 +1,7 @@
 """``webda demo``: the whole method on the generated dataset in one command, with a report.
 
-Into ``--out`` (default ``webda-demo``), for ``--preset`` tiny (under a minute on 2 shared CPU
-cores) or small (the default, about 6 minutes):
+Into ``--out`` (default ``webda-demo``), for ``--preset`` tiny or small (the default; tiny:
+about 1 minute, small: about 6 minutes on a 2-core CPU):
 
 1. ``data/``: the generated webly-supervised dataset (``webda make-dataset``);
 2. shot keyframes and web/target overlap removal (``webda prepare-data``);
@@ -26,6 +26,8 @@ from webda.errors import UserError
 
 # Evaluations on the target test split per training run (points of the accuracy curve).
 EVALUATIONS = 4
+# How long the demo takes, as the module docstring, `webda demo --help` and the README say it.
+RUN_TIME = "tiny: about 1 minute, small: about 6 minutes on a 2-core CPU"
 
 
 def _with_curve(cfg: TrainConfig) -> TrainConfig:
@@ -69,9 +71,9 @@ def run_demo(out, preset: str = "small", seed: int = 0, progress: bool = True) -
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo", help="the whole method on the generated dataset, with a report (tiny: <1 min, small: ~6 min on 2 CPU cores)",
+        "demo", help=f"the whole method on the generated dataset, with a report ({RUN_TIME})",
         description=__doc__.split("\n\n")[0] + " Steps: make-dataset, overlap removal, train-image (with and "
-        "without domain adaptation), train-video, evaluate, report.",
+        f"without domain adaptation), train-video, evaluate, report ({RUN_TIME}).",
     )
     parser.add_argument("--preset", choices=["tiny", "small"], default="small",
                         help="dataset and training size (default: small)")

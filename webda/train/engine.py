@@ -236,7 +236,7 @@ def _loop(run: _Run) -> int:
                                          grl_coeff=model.grl.coeff if model.grl is not None else 0.0))
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and run.main:
             report = run.evaluate(step)
-            bar.write(f"step {step}: target test top-1 {report['top1']:.3f}")
+            bar.write(f"step {step}: target top-1 {report['top1']:.3f}")
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
             run.save(step)
     bar.close()
