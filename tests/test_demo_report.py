@@ -59,3 +59,17 @@ def test_demo_refuses_a_non_empty_folder(tmp_path, capsys):
     (tmp_path / "something").write_text("x")
     assert main(["demo", "--preset", "tiny", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_demo_states_its_run_time_one_way(capsys):
+    """The module docstring, ``webda demo --help`` and ``webda --help`` give the same run time."""
+    import webda.demo
+
+    def words(text):
+        return " ".join(text.split())
+
+    for argv in (["demo", "--help"], ["--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert webda.demo.RUN_TIME in words(capsys.readouterr().out), argv
+    assert webda.demo.RUN_TIME in words(webda.demo.__doc__)

@@ -1,6 +1,6 @@
 """``webda ablate``: the paper's ablation rows (Table 1) on one dataset, over several seeds.
 
-Every row is one training run with the trainer's preset (:data:`webda.config.PRESETS`) and
+Every row is one training run with the trainer's preset (:data:`webda.config.TRAIN_PRESETS`) and
 the row's switches; video rows start from the ``I + F (A + DA)`` image model of the same
 seed (except the ``scratch`` row). Runs live in ``OUT/seed<S>/<row>/``; a finished run (one
 with ``evaluation-test.json``) is not trained again, an interrupted one resumes, so an
@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from webda.config import ImageConfig, VideoConfig
-from webda.demo import stage_config
 from webda.errors import UserError
 
 BEST_IMAGE = "I + F (A + DA)"
@@ -77,10 +75,7 @@ def _run_row(row: Row, data: Path, out: Path, preset: str, seed: int, steps: Dic
         values["steps"] = steps[row.stage]
     if row.stage == "video":
         values.setdefault("init", str(out / f"seed{seed}" / _slug(BEST_IMAGE) / "last.pt"))
-        cfg = stage_config(VideoConfig, preset, **values)
-    else:
-        cfg = stage_config(ImageConfig, preset, **values)
-    return train(cfg, STAGES[row.stage])["top1"]
+    return train(STAGES[row.stage].settings(preset, **values))["top1"]
 
 
 def _table(results: Dict[str, List[float]], seeds: int, preset: str) -> str:

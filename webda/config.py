@@ -13,7 +13,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Type
+from typing import Any, ClassVar, Dict, Type
 
 from webda.errors import UserError
 
@@ -22,13 +22,43 @@ def _opt(default, help: str, choices=None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
+# Training presets: TRAIN_PRESETS[preset][stage] overrides the dataclass defaults (fields not
+# named keep them). Stage 2 keeps a high learning rate (0.03; 0.01, stage 1's, at paper
+# scale): the image model cannot tell a motion pair apart, so motion features and the head's
+# use of them grow together from nothing, a slow start that a low rate makes longer than the
+# run; the change-only temporal branch keeps such a rate stable. Evidence: the README's
+# method section.
+TRAIN_PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
+    "tiny": {
+        "image": dict(arch="resnet-narrow16", size=32, steps=40, lr=0.05, warmup_steps=5, batch_image=16,
+                      batch_frame=16, batch_target=16, chunk_span=16, checkpoint_every=20, log_every=5),
+        "video": dict(size=32, steps=30, lr=0.03, warmup_steps=5, batch_video=4, batch_target=4, chunk_span=16,
+                      checkpoint_every=10, log_every=5),
+    },
+    "small": {
+        "image": dict(arch="resnet-narrow16", size=48, steps=300, batch_image=32, batch_frame=32, batch_target=32),
+        "video": dict(size=48, steps=300, lr=0.03, batch_video=8, batch_target=8),
+    },
+    "paper": {
+        "image": dict(arch="resnet34", size=224, steps=20000, lr=0.01, warmup_steps=500, batch_image=32,
+                      batch_frame=32, batch_target=32, workers=8, checkpoint_every=1000, eval_every=2000,
+                      log_every=20),
+        "video": dict(size=224, steps=20000, lr=0.01, warmup_steps=500, batch_video=10, batch_target=10, workers=8,
+                      checkpoint_every=1000, eval_every=2000, log_every=20),
+    },
+}
+
+
 @dataclass
 class TrainConfig:
-    """Settings shared by both stages."""
+    """Settings shared by both stages. Each stage's class names its stage (``stage``): its key in
+    :data:`TRAIN_PRESETS` and in the stage registry :data:`webda.train.stages.STAGES`."""
+
+    stage: ClassVar[str] = ""
 
     data: str = _opt("", "dataset root (web_images/, web_videos/, target/)")
     out: str = _opt("", "output folder: checkpoints, metrics.jsonl, config.toml, evaluation.json")
-    preset: str = _opt("small", "defaults for the run's size", ["tiny", "small", "paper"])
+    preset: str = _opt("small", "defaults for the run's size", list(TRAIN_PRESETS))
     arch: str = _opt("resnet-narrow16", "network (webda.models.resnet.ARCHS)")
     size: int = _opt(48, "crop side in pixels (train: random resized crop; eval: centre crop)")
     steps: int = _opt(300, "training steps")
@@ -61,10 +91,15 @@ class TrainConfig:
     resume: bool = _opt(False, "continue from OUT/last.pt if it exists")
     progress: bool = _opt(True, "progress bars")
 
+    def _check_stage(self) -> None:
+        """Raise :class:`UserError` for settings of this stage alone (called by :func:`validate`)."""
+
 
 @dataclass
 class ImageConfig(TrainConfig):
     """Stage 1: the image model (paper Fig. 3)."""
+
+    stage: ClassVar[str] = "image"
 
     branches: str = _opt("IF", "labeled branches: I web images, F web video keyframes", ["I", "F", "IF"])
     batch_image: int = _opt(32, "web images per step")
@@ -76,6 +111,8 @@ class ImageConfig(TrainConfig):
 class VideoConfig(TrainConfig):
     """Stage 2: the video model (paper Fig. 4)."""
 
+    stage: ClassVar[str] = "video"
+
     init: str = _opt("", "stage-1 checkpoint (image-model init), or 'scratch'")
     residual: bool = _opt(True, "residual temporal convs, zero-initialised (off: Fig. 5a, identity-initialised)")
     temporal_kernel: int = _opt(3, "temporal kernel size (odd)")
@@ -84,43 +121,17 @@ class VideoConfig(TrainConfig):
     temporal_lr: float = _opt(1.0, "learning-rate multiplier of the temporal weights")
     batch_video: int = _opt(10, "web video chunks per step (paper: 10)")
 
+    def _check_stage(self) -> None:
+        if not self.init:
+            raise UserError("--init is required: a stage-1 checkpoint (e.g. RUN/last.pt) or 'scratch'")
+        if self.temporal_kernel % 2 == 0:
+            raise UserError(f"temporal_kernel must be odd, got {self.temporal_kernel}")
 
-# Preset values, per stage (fields not named keep their defaults). Stage 2 trains the head and
-# the temporal filters at lr 0.03 (0.01 at paper scale, stage 1's rate there; not tuned). The
-# image model cannot tell a motion pair apart, so nothing in the head or the features starts
-# out carrying the direction: motion features and the head's use of them must grow together,
-# a slow start whose length falls with both rates. On the small demo data at 0.003 (temporal
-# filters x3) stage 2 had not learned the balls' direction after 300 steps, not even on its
-# web training videos (seed 1); at 0.03 it had by step 100. A change-only temporal branch
-# keeps this rate stable; unconstrained, stage 2 diverged above ~0.01.
-PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
-    "tiny": {
-        "image": dict(arch="resnet-narrow16", size=32, steps=40, lr=0.05, warmup_steps=5, batch_image=16,
-                      batch_frame=16, batch_target=16, chunk_span=16, checkpoint_every=20, log_every=5),
-        "video": dict(size=32, steps=30, lr=0.03, warmup_steps=5, batch_video=4, batch_target=4, chunk_span=16,
-                      checkpoint_every=10, log_every=5),
-    },
-    "small": {
-        "image": dict(arch="resnet-narrow16", size=48, steps=300, batch_image=32, batch_frame=32, batch_target=32),
-        "video": dict(size=48, steps=300, lr=0.03, batch_video=8, batch_target=8),
-    },
-    "paper": {
-        "image": dict(arch="resnet34", size=224, steps=20000, lr=0.01, warmup_steps=500, batch_image=32,
-                      batch_frame=32, batch_target=32, workers=8, checkpoint_every=1000, eval_every=2000,
-                      log_every=20),
-        "video": dict(size=224, steps=20000, lr=0.01, warmup_steps=500, batch_video=10, batch_target=10, workers=8,
-                      checkpoint_every=1000, eval_every=2000, log_every=20),
-    },
-}
 
 # Fields that may differ between the run that wrote a checkpoint and the one resuming it.
 RESUMABLE_CHANGES = frozenset(
     {"resume", "progress", "workers", "device", "eval_every", "log_every", "data", "cache_dir"}
 )
-
-
-def stage_of(cls: Type[TrainConfig]) -> str:
-    return "image" if cls is ImageConfig else "video"
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: Type[TrainConfig]) -> None:
@@ -169,13 +180,19 @@ def _coerce(cls: Type[TrainConfig], values: Dict[str, Any], source: str) -> Dict
     return out
 
 
+def from_preset(cls: Type[TrainConfig], preset: str, values: Dict[str, Any]) -> TrainConfig:
+    """Settings of ``cls``'s stage: defaults < ``TRAIN_PRESETS[preset]`` < ``values``; then :func:`validate`."""
+    if preset not in TRAIN_PRESETS:
+        raise UserError(f"preset must be one of {sorted(TRAIN_PRESETS)}, got {preset!r}")
+    return validate(cls(**{**TRAIN_PRESETS[preset][cls.stage], "preset": preset, **values}))
+
+
 def resolve(cls: Type[TrainConfig], args: argparse.Namespace) -> TrainConfig:
     """Defaults < preset < ``--config`` file < flags; then :func:`validate`."""
     given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
     from_file = _coerce(cls, _read_toml(args.config), args.config) if getattr(args, "config", None) else {}
-    preset = given.get("preset", from_file.get("preset", cls.preset))
-    values = {**PRESETS[preset][stage_of(cls)], **from_file, **given}
-    return validate(cls(**values))
+    values = {**from_file, **given}
+    return from_preset(cls, values.get("preset", cls.preset), values)
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -196,11 +213,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"top_t is a fraction of the target batch in (0, 1], got {cfg.top_t}")
     if cfg.bank_size < 0 or cfg.workers < 0 or cfg.eval_every < 0 or cfg.warmup_steps < 0:
         raise UserError("bank_size, workers, eval_every and warmup_steps must be >= 0")
-    if isinstance(cfg, VideoConfig):
-        if not cfg.init:
-            raise UserError("--init is required: a stage-1 checkpoint (e.g. RUN/last.pt) or 'scratch'")
-        if cfg.temporal_kernel % 2 == 0:
-            raise UserError(f"temporal_kernel must be odd, got {cfg.temporal_kernel}")
+    cfg._check_stage()
     return cfg
 
 
@@ -214,7 +227,7 @@ def from_dict(cls: Type[TrainConfig], values: Dict[str, Any], source: str) -> Tr
 
 def write_toml(cfg: TrainConfig, path: Path) -> None:
     """Write the resolved settings as flat TOML (readable by ``--config``)."""
-    lines = [f"# resolved settings of a webda {stage_of(type(cfg))} run"]
+    lines = [f"# resolved settings of a webda {cfg.stage} run"]
     for name, value in to_dict(cfg).items():
         text = str(value).lower() if isinstance(value, bool) else json.dumps(value)
         lines.append(f"{name} = {text}")

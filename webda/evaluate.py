@@ -93,8 +93,9 @@ def add_parser(subparsers) -> None:
 def _run(args) -> int:
     from webda.checkpoint import load_network
     from webda.data.layout import discover
+    from webda.distributed import pick_device
     from webda.train.data import evaluation_data
-    from webda.train.engine import pick_device
+    from webda.train.stages import STAGES
 
     device = pick_device(args.device)
     net, cfg, meta = load_network(args.checkpoint, device)
@@ -103,8 +104,8 @@ def _run(args) -> int:
         raise UserError(f"{args.checkpoint} was trained on classes {meta['classes']}, {args.data} has "
                         f"{list(layout.classes)}")
     clips = evaluation_data(cfg, layout.target_videos(args.split))
-    probs, labels = predict_videos(net, clips, meta["stage"] == "video", device, args.batch_size, args.workers,
-                                   progress=args.progress)
+    probs, labels = predict_videos(net, clips, STAGES[meta["stage"]].video_model, device, args.batch_size,
+                                   args.workers, progress=args.progress)
     report = {"checkpoint": str(args.checkpoint), "stage": meta["stage"], "step": meta["step"], "split": args.split,
               **accuracy_report(probs, labels, layout.classes)}
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"evaluation-{args.split}.json"

@@ -9,13 +9,13 @@ from webda.errors import UserError
 
 
 def add_parser(subparsers) -> None:
-    from webda.data.synthetic import PRESETS
+    from webda.data.synthetic import DATASET_PRESETS
 
     make = subparsers.add_parser(
         "make-dataset", help="write the generated webly-supervised dataset (JPEG + H.264 MP4)"
     )
     make.add_argument("--out", required=True, help="output folder (new or empty)")
-    make.add_argument("--preset", choices=sorted(PRESETS), default="small", help="size (default: small)")
+    make.add_argument("--preset", choices=sorted(DATASET_PRESETS), default="small", help="size (default: small)")
     make.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: 0)")
     make.add_argument("--classes", type=int, default=None, metavar="K",
                       help="number of classes, 2-10 (default: the preset's)")

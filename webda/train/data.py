@@ -18,7 +18,7 @@ from typing import Dict, Sequence
 
 from torch.utils.data import Dataset
 
-from webda.config import TrainConfig
+from webda.config import ImageConfig, TrainConfig, VideoConfig
 from webda.data.clips import ChunkSpec
 from webda.data.datasets import ClipDataset, ImageDataset
 from webda.data.layout import VideoItem
@@ -37,6 +37,7 @@ class StageData:
 
 
 def prepare_data(cfg: TrainConfig) -> PreparedData:
+    """:func:`webda.data.prepare.prepare` of the run's dataset root; :class:`UserError` for a bad one."""
     try:
         return prepare(cfg.data, cfg.cache_dir or None, threshold=cfg.overlap_threshold, show_progress=cfg.progress)
     except ValueError as err:
@@ -57,8 +58,9 @@ def evaluation_data(cfg: TrainConfig, videos: Sequence[VideoItem]) -> ClipDatase
     return ClipDataset(videos, EvalTransform(cfg.size), chunk_spec(cfg), train=False, short_side=decode_side(cfg))
 
 
-def image_stage(cfg, prepared: PreparedData) -> StageData:
+def image_data(cfg: ImageConfig) -> StageData:
     """Stage 1 branches for ``cfg.branches``, plus ``target`` (used when attention or DA is on)."""
+    prepared = prepare_data(cfg)
     train = TrainTransform(cfg.size, flip=cfg.flip)
     branches: Dict[str, Dataset] = {"target": ImageDataset(prepared.target_frames("train"), train)}
     if "I" in cfg.branches:
@@ -68,8 +70,9 @@ def image_stage(cfg, prepared: PreparedData) -> StageData:
     return StageData(prepared, branches, evaluation_data(cfg, prepared.eval_videos("test")))
 
 
-def video_stage(cfg, prepared: PreparedData) -> StageData:
+def video_data(cfg: VideoConfig) -> StageData:
     """Stage 2 branches: ``video`` and ``target`` (used when attention or DA is on)."""
+    prepared = prepare_data(cfg)
     clips = dict(transform=TrainTransform(cfg.size, flip=cfg.flip), chunk=chunk_spec(cfg), train=True,
                  short_side=decode_side(cfg), shots=prepared.keyframes)
     branches: Dict[str, Dataset] = {
