@@ -62,7 +62,9 @@ def test_demo_refuses_a_non_empty_folder(tmp_path, capsys):
 
 
 def test_demo_states_its_run_time_one_way(capsys):
-    """The module docstring, ``webda demo --help`` and ``webda --help`` give the same run time."""
+    """The module docstring, ``webda demo --help``, ``webda --help`` and the README give the same run time."""
+    from pathlib import Path
+
     import webda.demo
 
     def words(text):
@@ -73,3 +75,4 @@ def test_demo_states_its_run_time_one_way(capsys):
             main(argv)
         assert webda.demo.RUN_TIME in words(capsys.readouterr().out), argv
     assert webda.demo.RUN_TIME in words(webda.demo.__doc__)
+    assert webda.demo.RUN_TIME in words((Path(__file__).resolve().parent.parent / "README.md").read_text())

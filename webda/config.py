@@ -26,8 +26,7 @@ def _opt(default, help: str, choices=None):
 # named keep them). Stage 2 keeps a high learning rate (0.03; 0.01, stage 1's, at paper
 # scale): the image model cannot tell a motion pair apart, so motion features and the head's
 # use of them grow together from nothing, a slow start that a low rate makes longer than the
-# run; the change-only temporal branch keeps such a rate stable. Evidence: the README's
-# method section.
+# run; the change-only temporal branch keeps such a rate stable. Evidence: docs/method.md.
 TRAIN_PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "tiny": {
         "image": dict(arch="resnet-narrow16", size=32, steps=40, lr=0.05, warmup_steps=5, batch_image=16,

@@ -13,7 +13,7 @@ stays zero, so the branch gives (almost) nothing for a still scene. A filter wit
 sum would add a fixed channel mix of the frozen spatial features to every frame, and a bias a
 fixed shift, i.e. re-learn appearance from the few, noisy web videos; the spatial filters
 hold the appearance the image model learned from the cleaner web images, the temporal ones
-learn motion. Evidence: the README's method section.
+learn motion. Evidence: docs/method.md.
 """
 
 from __future__ import annotations
