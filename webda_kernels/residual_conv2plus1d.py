@@ -7,7 +7,7 @@ The spatial conv stays on the vendor library through torch (oneDNN / cuDNN on th
 frames, in x's layout: channels-last frames for a channels_last_3d x, else contiguous ones,
 so a caller picks the faster one as for torch's own convolutions), except on the ``cpu``
 backend for wide 3x3 stride-1 convs, which it runs (and their input gradient) by Winograd
-(``webda_kernels/winograd_conv3x3.py``). The temporal part runs
+(``webda_kernels/_winograd_conv3x3.py``). The temporal part runs
 fused on a backend, with z, y and their gradients as (N, C, T, H, W) tensors in
 ``torch.channels_last_3d`` memory format (rows of C contiguous channels), where the temporal
 conv is an (N*T*H*W, C*kt) x (C*kt, C) implicit GEMM. Every backend implements the pair in
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from webda_kernels import _dispatch, _extension, _validate
-from webda_kernels import winograd_conv3x3 as winograd
+from webda_kernels import _winograd_conv3x3 as winograd
 
 _GPU_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
 

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
-from webda_kernels.nn.conv2plus1d import ResidualConv2Plus1d
+from webda_kernels.nn.residual_conv2plus1d import ResidualConv2Plus1d
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from webda_kernels import _extension
-from webda_kernels import winograd_conv3x3 as winograd
+from webda_kernels import _winograd_conv3x3 as winograd
 from webda_kernels.testing import assert_matches_reference
 
 pytestmark = pytest.mark.skipif(_extension.load("cpu") is None, reason="the CPU extension is not built")

@@ -5,7 +5,7 @@ The CPU kernel's temporal pair is also checked on its own (``_TEMPORAL["cpu"]``)
 shared relu mask, which is how low precision relu gradients are compared: through the whole
 op, rounding z in half precision flips the sign of pre-activations near zero differently in
 each implementation, and one flipped mask entry moves a gradient by a whole grad_y entry.
-The Triton and CUDA pairs have their own tests (tests/test_conv2plus1d_kernels.py).
+The Triton and CUDA pairs have their own tests (tests/test_residual_conv2plus1d_kernels.py).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def test_conv2plus1d_matches_float64_reference(backend, dtype, config_name, trai
         assert_matches_reference(grads[name], grads_same[name], grads64[name], "grad", what=f"grad {name}")
 
 
-# The CPU backend's Winograd spatial conv (webda_kernels/winograd_conv3x3.py) serves 3x3 stride-1
+# The CPU backend's Winograd spatial conv (webda_kernels/_winograd_conv3x3.py) serves 3x3 stride-1
 # convolutions of at least MIN_CHANNELS channels; with the bar lowered to 1 the 3x3 configs take it.
 WINOGRAD_CONFIGS = {
     **{name: CONFIGS[name] for name in ("t3-c3-3x3", "t12-c64")},
@@ -161,7 +161,7 @@ WINOGRAD_CONFIGS = {
 @pytest.mark.parametrize("config_name", list(WINOGRAD_CONFIGS))
 def test_conv2plus1d_cpu_winograd_spatial_conv_matches_float64_reference(monkeypatch, config_name, dtype,
                                                                          train_spatial):
-    from webda_kernels import winograd_conv3x3
+    from webda_kernels import _winograd_conv3x3 as winograd_conv3x3
 
     if not _serves("cpu", dtype):
         pytest.skip("the CPU extension is not built")

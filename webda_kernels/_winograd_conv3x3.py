@@ -9,7 +9,7 @@ wider convolutions transform in C++ and leave the 16 GEMMs to one ``torch.bmm`` 
 blocking wins once U no longer fits in cache. ``U = G g G^T`` (packed for the fused kernel) of a
 weight that does not require grad (the frozen spatial filters) is computed once and reused
 until the weight changes. In float32 its error against a float64 reference is about that of
-oneDNN's (tests/test_winograd_conv3x3.py); F(4x4, 3x3) would be faster but ~20x less accurate.
+oneDNN's (tests/test_residual_conv2plus1d_winograd.py); F(4x4, 3x3) would be faster but ~20x less accurate.
 """
 
 from __future__ import annotations
