@@ -9,10 +9,10 @@ CPU: the ``small`` preset (narrow ResNet at 48 px; stage 1: 3 branches x 32 imag
 import pytest
 import torch
 
+import webda_kernels as wk
 from webda.config import PRESETS, ImageConfig, VideoConfig
 from webda.models.resnet import build_resnet
 from webda.models.video import to_video
-from webda.train.engine import kernels
 from webda.train.stages import STAGES
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -53,7 +53,7 @@ def test_bench_train_step(measure, stage, provider, mode):
     cfg, step = _setup(stage)
 
     def run():
-        with kernels(mode):
+        with wk.use_backend(mode):
             step()
 
     dtype = "bf16-autocast" if DEVICE.type == "cuda" else "float32"
