@@ -9,8 +9,8 @@ CPU: the ``small`` preset (narrow ResNet at 48 px; stage 1: 3 branches x 32 imag
 import pytest
 import torch
 
+import webda_kernels as wk
 from webda.config import TRAIN_PRESETS
-from webda.train.engine import kernels
 from webda.train.optimizer import param_groups
 from webda.train.stages import STAGES
 
@@ -51,7 +51,7 @@ def test_bench_train_step(measure, stage, provider, mode):
     cfg, step = _setup(stage)
 
     def run():
-        with kernels(mode):
+        with wk.use_backend(mode):
             step()
 
     dtype = "bf16-autocast" if DEVICE.type == "cuda" else "float32"

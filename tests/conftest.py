@@ -8,7 +8,7 @@ webda_kernels. On a machine with CUDA the real Triton compiler is used.
 import os
 
 # Before torch is imported, as `webda` does (webda/cli.py): idle OpenMP threads sleep, so the
-# training tests do not slow down 20x on CPU cores shared with other processes.
+# training tests do not crawl on CPU cores shared with other processes.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402

@@ -148,9 +148,17 @@ def add_arguments(parser: argparse.ArgumentParser, cls: Type[TrainConfig]) -> No
 _TYPES = {"int": int, "float": float, "str": str}
 
 
-def _read_toml(path: str) -> Dict[str, Any]:
-    import tomllib
+def _toml():
+    """The TOML reader: the standard library's (Python >= 3.11) or tomli, its original."""
+    try:
+        import tomllib
+    except ImportError:
+        import tomli as tomllib
+    return tomllib
 
+
+def _read_toml(path: str) -> Dict[str, Any]:
+    tomllib = _toml()
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)

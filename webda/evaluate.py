@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from webda.errors import UserError
+from webda_kernels.nn import from_frames, to_frames
 
 
 @torch.no_grad()
@@ -37,13 +38,12 @@ def predict_videos(net: nn.Module, clips: Dataset, video_model: bool, device: to
     loader = DataLoader(clips, batch_size=batch_size, shuffle=False, num_workers=workers)
     for x, y, video in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
         x = x.to(device, non_blocking=True)
-        n, c, t, h, w = x.shape
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             if video_model:
                 probs = net(x).float().softmax(1)
             else:
-                frames = x.transpose(1, 2).reshape(n * t, c, h, w)
-                probs = net(frames).float().softmax(1).reshape(n, t, -1).mean(1)
+                per_frame = net(to_frames(x)).float().softmax(1)
+                probs = from_frames(per_frame, x.shape[0], x.shape[2]).mean(2)
         for p, label, v in zip(probs.cpu(), y.tolist(), video.tolist()):
             sums[v] = sums.get(v, 0) + p
             counts[v] = counts.get(v, 0) + 1

@@ -1,13 +1,17 @@
-"""Argument checks shared by the ops: clear TypeError/ValueError naming the argument."""
+"""Argument checks shared by the ops and modules: a clear TypeError/ValueError naming the argument.
+
+Each check takes ``op`` (the op, module or function the user called, for the message) and
+``name`` (the argument's name) and returns the value in the form the caller uses.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
-from webda_kernels._dispatch import FLOATING
+from webda_kernels._dtypes import FLOATING
 
 
 def floating_tensor(op: str, name: str, t, ndim: Optional[int] = None) -> torch.Tensor:
@@ -39,3 +43,44 @@ def finite_number(op: str, name: str, value) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{op}: {name} must be finite, got {value}")
     return float(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def integer(op: str, name: str, value) -> int:
+    """``value`` if it is an int (not a bool), else TypeError."""
+    if not _is_int(value):
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__}")
+    return value
+
+
+def positive_int(op: str, name: str, value) -> int:
+    """``value`` if it is an int >= 1, else TypeError/ValueError."""
+    if integer(op, name, value) < 1:
+        raise ValueError(f"{op}: {name} must be a positive int, got {value!r}")
+    return value
+
+
+def odd_size(op: str, name: str, value) -> int:
+    """``value`` if it is a positive odd int, else TypeError/ValueError: a temporal kernel size,
+    whose zero padding of size // 2 on each side keeps the number of frames."""
+    if positive_int(op, name, value) % 2 == 0:
+        raise ValueError(f"{op}: {name} must be odd (a zero padding of half the kernel keeps T), got {value!r}")
+    return value
+
+
+def int_pair(op: str, name: str, value, minimum: int) -> Tuple[int, int]:
+    """An int or a pair (tuple or list) of ints, each >= ``minimum``, as a tuple of two ints.
+
+    TypeError for anything else (a float, a bool, a triple); ValueError below ``minimum``.
+    """
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or not all(_is_int(v) for v in values):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(values) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    return values

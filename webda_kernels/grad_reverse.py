@@ -13,10 +13,11 @@ from typing import Union
 import torch
 
 from webda_kernels import _dispatch, _extension, _validate
+from webda_kernels._dtypes import FLOATING, accumulation_dtype
 
 SPEC = _dispatch.OpSpec(
     name="grad_reverse",
-    dtypes={"cpu": _dispatch.FLOATING, "triton": _dispatch.FLOATING, "cuda": _dispatch.FLOATING},
+    dtypes={"cpu": FLOATING, "triton": FLOATING, "cuda": FLOATING},
     # An elementwise scale is memory bound and torch's own kernel is already at bandwidth:
     # benchmarks/bench_grad_reverse.py shows no backend beating it, so auto keeps the reference.
     auto={},
@@ -24,8 +25,8 @@ SPEC = _dispatch.OpSpec(
 
 
 def _backward_reference(grad: torch.Tensor, coeff: torch.Tensor) -> torch.Tensor:
-    # In float32 (float64 for float64), as torch multiplies a half tensor by a Python float.
-    acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    # In the accumulation dtype, as torch multiplies a half tensor by a Python float.
+    acc = accumulation_dtype(grad.dtype)
     out = torch.empty_like(grad, memory_format=torch.preserve_format)
     return out.copy_(grad.to(acc) * -coeff.to(acc))
 

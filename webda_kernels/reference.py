@@ -1,8 +1,9 @@
 """Pure-PyTorch oracles of every webda_kernels op.
 
 Each function has the public op's signature (minus ``backend``) and computes the op's
-contract with plain PyTorch. Tests, benchmarks and ``python -m webda_kernels.check`` compare
-every fast backend against these functions; they are also the fallback on any device.
+contract (docs/design.md, "The op contract") with plain PyTorch. Tests, benchmarks and
+``python -m webda_kernels.check`` compare every fast backend against these functions; they are
+also the fallback on any device.
 """
 
 from __future__ import annotations

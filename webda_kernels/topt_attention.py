@@ -30,17 +30,17 @@ from typing import Tuple
 import torch
 
 from webda_kernels import _dispatch, _extension, _validate, reference
+from webda_kernels._dtypes import FLOATING, GPU_FLOATING, accumulation_dtype
 from webda_kernels.topk_similarity import GPU_MAX_BANK, GPU_MAX_K, streaming_topk
-
-_GPU_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
 
 SPEC = _dispatch.OpSpec(
     name="topt_attention",
-    dtypes={"cpu": _dispatch.FLOATING, "triton": _GPU_DTYPES, "cuda": _GPU_DTYPES},
+    dtypes={"cpu": FLOATING, "triton": GPU_FLOATING, "cuda": GPU_FLOATING},
     auto={"cpu": ("cpu",)},  # triton/cuda await a GPU benchmark before auto may pick them
 )
 # ``auto`` keeps the reference below this many similarities (Ns * Nt), where the streaming
-# path's fixed costs outweigh what it saves (benchmarks/bench_topt_attention.py).
+# path's fixed costs outweigh what it saves. Set from benchmarks/bench_topt_attention.py
+# (results in benchmarks/results/cpu-xeon-2core/).
 CPU_MIN_PAIRS = 1 << 14
 _SMALL_SPEC = dataclasses.replace(SPEC, auto={})
 
@@ -48,13 +48,9 @@ _SMALL_SPEC = dataclasses.replace(SPEC, auto={})
 FUSED_MAX_ROWS = 64
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _project(src: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``src @ weight`` in the accumulation dtype, (Ns, D)."""
-    acc = _acc_dtype(src.dtype)
+    acc = accumulation_dtype(src.dtype)
     return src.to(acc) @ weight.to(acc)
 
 
@@ -144,7 +140,7 @@ def _(src, tgt, weight, top_t, temperature, softmax, backend):
     return (
         src.new_empty(n_src),
         src.new_empty((n_src, top_t), dtype=torch.int64),
-        src.new_empty((n_src, dim), dtype=_acc_dtype(src.dtype)),
+        src.new_empty((n_src, dim), dtype=accumulation_dtype(src.dtype)),
     )
 
 
@@ -193,8 +189,7 @@ def _check_and_resolve(op: str, src, tgt, weight, top_t, backend: str) -> str:
         raise ValueError(f"{op}: tgt has {tgt.shape[1]} features per row but src has {dim}")
     if tuple(weight.shape) != (dim, dim):
         raise ValueError(f"{op}: weight must be ({dim}, {dim}) for src of {dim} features, got {tuple(weight.shape)}")
-    if isinstance(top_t, bool) or not isinstance(top_t, int):
-        raise TypeError(f"{op}: top_t must be an int, got {type(top_t).__name__}")
+    _validate.integer(op, "top_t", top_t)
     if tgt.shape[0] == 0:
         raise ValueError(f"{op}: tgt is empty; top_t needs at least one target row")
     if not 1 <= top_t <= tgt.shape[0]:
@@ -225,7 +220,7 @@ def topt_scores(src: torch.Tensor, tgt: torch.Tensor, weight: torch.Tensor, top_
             range, or ``backend`` cannot serve the inputs.
     """
     resolved = _check_and_resolve("topt_scores", src, tgt, weight, top_t, backend)
-    if resolved == "reference":  # plain torch autograd: faster than the op at small shapes
+    if resolved == "reference":  # plain torch autograd: no custom op to pay for
         return reference.topt_scores(src, tgt, weight, top_t)
     return topt_attention_op(src, tgt, weight, top_t, 1.0, False, resolved)[0]
 
@@ -252,6 +247,6 @@ def topt_attention(
     temperature = _validate.finite_number("topt_attention", "temperature", temperature)
     if temperature <= 0:
         raise ValueError(f"topt_attention: temperature must be > 0, got {temperature}")
-    if resolved == "reference":  # plain torch autograd: faster than the op at small shapes
+    if resolved == "reference":  # plain torch autograd: no custom op to pay for
         return reference.topt_attention(src, tgt, weight, top_t, temperature)
     return topt_attention_op(src, tgt, weight, top_t, temperature, True, resolved)[0]

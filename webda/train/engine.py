@@ -13,9 +13,7 @@ loader), :func:`_loop` (the steps) and :meth:`_Run.finish` (last checkpoint and 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -26,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+import webda_kernels
 from webda import checkpoint, distributed
 from webda.config import TrainConfig, differences, to_dict, write_toml
 from webda.distributed import pick_device
@@ -40,22 +39,6 @@ from webda.train.stages import STAGES, Stage
 
 CHECKPOINT = "last.pt"
 METRICS = "metrics.jsonl"
-KERNELS_ENV = "WEBDA_KERNELS_BACKEND"
-
-
-@contextlib.contextmanager
-def kernels(mode: str):
-    """Within the block, ``reference`` runs every webda_kernels op as its pure-PyTorch
-    reference and ``auto`` as its fastest backend (``WEBDA_KERNELS_BACKEND``, restored after)."""
-    before = os.environ.get(KERNELS_ENV)
-    os.environ[KERNELS_ENV] = mode
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[KERNELS_ENV]
-        else:
-            os.environ[KERNELS_ENV] = before
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -63,7 +46,7 @@ def train(cfg: TrainConfig) -> dict:
     (on rank 0; ``{}`` on the other ranks)."""
     device = distributed.init(pick_device(cfg.device).type)
     try:
-        with kernels(cfg.kernels):
+        with webda_kernels.use_backend(cfg.kernels):
             run = _set_up(cfg, STAGES[cfg.stage], device)
             return run.finish(_loop(run))
     finally:

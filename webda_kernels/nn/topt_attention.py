@@ -30,8 +30,7 @@ class TopTAttention(nn.Module):
     def __init__(self, dim: int, top_t: Union[int, float], temperature: float = 1.0, backend: str = "auto",
                  device=None, dtype=None) -> None:
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"TopTAttention: dim must be a positive int, got {dim!r}")
+        _validate.positive_int("TopTAttention", "dim", dim)
         if isinstance(top_t, bool) or not isinstance(top_t, (int, float)):
             raise TypeError(f"TopTAttention: top_t must be an int or a float fraction, got {type(top_t).__name__}")
         if isinstance(top_t, int) and top_t < 1:

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from webda_kernels import _validate
 from webda_kernels.grad_reverse import grad_reverse
 
 
@@ -14,8 +15,9 @@ def dann_coeff(progress: float, gamma: float = 10.0, lo: float = 0.0, hi: float 
     """DANN schedule (Ganin & Lempitsky 2015): ``lo + (hi - lo) * (2 / (1 + exp(-gamma * p)) - 1)``.
 
     ``progress`` p in [0, 1] (clamped) is the fraction of training done; the coefficient
-    rises smoothly from ``lo`` at p = 0 towards ``hi`` (reached as p grows; 0.9999 x at p = 1
-    with gamma = 10), so the encoder is not pushed by an untrained discriminator early on.
+    rises smoothly from ``lo`` at p = 0 towards ``hi`` (with gamma = 10 it reaches
+    ``lo + 0.9999 (hi - lo)`` at p = 1), so the encoder is not pushed by an untrained
+    discriminator early on.
     """
     p = min(max(float(progress), 0.0), 1.0)
     return lo + (hi - lo) * (2.0 / (1.0 + math.exp(-gamma * p)) - 1.0)
@@ -59,8 +61,7 @@ class WarmStartGradientReversal(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        if max_iters < 1:
-            raise ValueError(f"WarmStartGradientReversal: max_iters must be >= 1, got {max_iters}")
+        _validate.positive_int("WarmStartGradientReversal", "max_iters", max_iters)
         self.gamma, self.lo, self.hi, self.max_iters = gamma, lo, hi, max_iters
         self.auto_step = auto_step
         self.backend = backend
