@@ -170,6 +170,16 @@ def test_topk_empty_query_and_zero_features(backend, device, dtype):
     assert torch.equal(indices.cpu(), torch.arange(3).expand(4, 3)) and not values.any()
 
 
+@pytest.mark.parametrize("backend,device,dtype", list(_cases(dtypes=[torch.float16])))
+def test_topk_bank_elements_more_than_2_31_apart(backend, device, dtype):
+    """A bank view whose element offsets (index x stride) pass 2^31: the kernels index in 64 bits."""
+    n_bank, dim, stride = 70, 3, 2**30
+    storage = torch.empty(stride * (dim - 1) + n_bank, dtype=dtype, device=device)  # 4 GiB, barely touched
+    bank = storage.as_strided((n_bank, dim), (1, stride))
+    bank.copy_(_integers(n_bank, dim, dtype=dtype, device=device))
+    _check_exact(_integers(4, dim, dtype=dtype, device=device), bank, 5, None, backend)
+
+
 @pytest.mark.parametrize("backend,device,dtype", list(_cases(dtypes=[torch.float32])))
 def test_topk_streaming_entry_point(backend, device, dtype):
     """``streaming_topk`` (used by topt_attention): the same contract without validation."""

@@ -1,6 +1,8 @@
 """Top-T attention: every backend against the float64 reference (outputs and the three
 gradients), odd sizes, ties, layouts, dtypes, NaN, opcheck / compile / export, bad input, module."""
 
+import importlib
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -8,7 +10,7 @@ from hypothesis import strategies as st
 
 import webda_kernels as wk
 import webda_kernels.nn as wnn
-from webda_kernels import _dispatch
+from webda_kernels import _dispatch, _extension
 from webda_kernels.topt_attention import FUSED_MAX_ROWS, SPEC
 from webda_kernels.testing import DTYPES, GPU, assert_matches_reference, backend_params, representable_randn
 
@@ -118,6 +120,21 @@ def test_topt_non_contiguous_inputs(backend, device, dtype):
             for name in ("scores", "attention"):
                 fast, oracle = _function(name, backend, temperature=3.0)
                 _assert_all_match(fast, oracle, inputs, 3, dtype, f"{name} {layout} Nt={n_tgt}")
+
+
+@pytest.mark.parametrize("backend,device,dtype", list(backend_params(SPEC, [torch.float16])))
+def test_topt_target_elements_more_than_2_31_apart(backend, device, dtype):
+    """Target views whose element offsets (index x stride) pass 2^31: the kernels index in 64 bits."""
+    dim, stride = 3, 2**30
+    for n_tgt in (7, 70):  # one program, and past it
+        storage = torch.empty(stride * (dim - 1) + n_tgt, dtype=dtype, device=device)  # 4 GiB, barely touched
+        tgt = storage.as_strided((n_tgt, dim), (1, stride))
+        gen = torch.Generator().manual_seed(n_tgt)
+        tgt.copy_(torch.randint(-2, 3, (n_tgt, dim), generator=gen).to(dtype))
+        src = torch.randint(-2, 3, (4, dim), generator=gen).to(device, dtype)
+        weight = torch.eye(dim, dtype=dtype, device=device)
+        got = wk.topt_scores(src, tgt, weight, 3, backend=backend)
+        assert torch.equal(got.double(), wk.reference.topt_scores(src.double(), tgt.double(), weight.double(), 3))
 
 
 def _stable_oracle(src, tgt, weight, top_t):
@@ -327,3 +344,39 @@ def test_topt_module_bad_arguments(kwargs, error):
     layer = wnn.TopTAttention(4, 5)
     with pytest.raises(ValueError, match="top_t must be in"):
         layer(torch.randn(2, 4), torch.randn(3, 4))
+
+
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_topt_fused_kernel_gets_the_projection_not_the_weight(backend, monkeypatch):
+    """The one-program path's work is Ns x Nt x D: ``src @ weight`` (Ns x D x D) is a matmul before
+    it (projected in one program, D = 2048 would be 268M multiply-adds on one SM)."""
+    topt = importlib.import_module("webda_kernels.topt_attention")
+    src, tgt, weight = (torch.randn(*shape) for shape in ((8, 48), (9, 48), (48, 48)))
+    launched = []
+    if backend == "triton":
+        if "triton" not in _dispatch.serving_backends(SPEC, torch.device("cpu"), torch.float32):
+            pytest.skip("runs the Triton kernel under the interpreter")
+        kernels = importlib.import_module("webda_kernels.triton.topt_attention")
+        real = kernels._topt_fused_kernel
+
+        class Spy:
+            def __getitem__(self, grid):
+                return lambda *args, **kwargs: launched.append(args) or real[grid](*args, **kwargs)
+
+        monkeypatch.setattr(kernels, "_topt_fused_kernel", Spy())
+        out, _, projected = topt._forward_triton(src, tgt, weight, 3, 1.0, True)
+        torch.testing.assert_close(out, wk.reference.topt_attention(src, tgt, weight, 3))
+        (args,) = launched
+        assert args[0] is projected
+    else:
+        class Module:  # records the call in place of the CUDA module
+            def topt_attention_fused(self, *args):
+                launched.append(args)
+
+        monkeypatch.setitem(_extension._MODULES, "cuda", Module())
+        monkeypatch.setattr(_extension, "cuda_stream", lambda t: 0)
+        _, _, projected = topt._forward_cuda(src, tgt, weight, 3, 1.0, True)
+        (args,) = launched
+        assert args[0] == projected.data_ptr() and weight.data_ptr() not in args
+    torch.testing.assert_close(projected, src @ weight)
+    assert not any(isinstance(a, torch.Tensor) and a.shape == weight.shape for a in args)
