@@ -67,6 +67,17 @@ class CMakeBuild(build_ext):
         cuda = self._build_cuda(common, out_dir)
         (out_dir / BUILD_INFO).write_text(json.dumps({"cuda": cuda}, indent=1) + "\n")
 
+    def copy_extensions_to_source(self) -> None:
+        """Editable installs: setuptools copies the modules next to the sources; the build record
+        goes with them, and a CUDA module an earlier build left there goes when this one has none."""
+        super().copy_extensions_to_source()
+        source = Path(self.get_finalized_command("build_py").get_package_dir("webda_kernels"))
+        built = Path(self.build_lib) / "webda_kernels"
+        shutil.copyfile(built / BUILD_INFO, source / BUILD_INFO)
+        if not list(built.glob("_C_cuda*.so")):
+            for stale in source.glob("_C_cuda*.so"):
+                stale.unlink()
+
     def _cmake(self, part: str, args, capture: bool = False) -> str:
         """Configure and build one part in its own build folder; CalledProcessError if either fails
         (with ``capture``, its ``output`` holds what CMake and the compilers printed, echoed too)."""

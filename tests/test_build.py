@@ -18,14 +18,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("ninja") is None, reason="needs cmake and ninja")
 def test_cpu_module_builds_and_imports_when_the_cuda_part_fails(tmp_path):
-    lib, temp = tmp_path / "lib", tmp_path / "temp"
+    # A copy of the sources, built in place as `pip install -e .` does, over a CUDA module that
+    # an earlier build left there.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("setup.py", "pyproject.toml", "CMakeLists.txt", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "csrc", src / "csrc")
+    shutil.copytree(ROOT / "webda_kernels", src / "webda_kernels", ignore=shutil.ignore_patterns("*.so", "*.json"))
+    package = src / "webda_kernels"
+    stale = package / Path(next(ROOT.joinpath("webda_kernels").glob("_C_cpu*.so")).name.replace("_C_cpu", "_C_cuda"))
+    stale.write_bytes(b"an earlier build's module")
     env = {**os.environ, "WEBDA_CUDA_ARCHS": "not-an-arch"}
-    result = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(lib), "--build-temp",
-                             str(temp)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    result = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace", "--build-temp",
+                             str(tmp_path / "temp")], cwd=src, env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    package = lib / "webda_kernels"
     (cpu_module,) = package.glob("_C_cpu*.so")
-    assert not list(package.glob("_C_cuda*.so"))
+    assert not stale.exists() and not list(package.glob("_C_cuda*.so"))
     recorded = json.loads((package / "_build_info.json").read_text())["cuda"]
     assert recorded["built"] is False
     if not recorded["why"].startswith("skipped: no CUDA compiler"):  # nvcc is here: it refused the architectures
