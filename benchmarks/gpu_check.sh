@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one script a session with a lent GPU runs (device tool), from the repository root, with the
-# PyAV wheels beside it (see "Wheels"):
-#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=540)
+# PyAV wheels beside it (see "Wheels") and the commit it measures (the copy there has no .git):
+#   run(command="WEBDA_COMMIT=<git rev-parse HEAD> bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=540)
 #
 # The machine: one H100 or H200 (sm_90), 16 cores, Python 3.12, torch 2.11 (cu130), Triton 3.6,
 # nvcc 13, pytest-xdist, pytest-timeout, pytest-benchmark and hypothesis installed; no PyAV, no
@@ -14,25 +14,33 @@
 # steps run what benchmarks/gpu_plan.py lists, which CI runs on a simulated GPU machine first
 # (tests/test_gpu_dry_run.py).
 #
-#   step                        limit  estimate (cold cache)
+#   step                        limit  estimate from a cold cache
 #   env                           20      5 s   nvidia-smi, versions, the carried wheels installed
-#   build                        120     60 s   pip install -e . (CPU module, CUDA module for sm_90)
-#   tests-dispatch                40     25 s
-#   tests-grad_reverse            40     20 s
-#   tests-topk_similarity         60     40 s
-#   tests-topt_attention          60     40 s
-#   tests-residual_conv2plus1d    60     40 s
-#   check                         60     30 s   python -m webda_kernels.check (every backend, CPU and CUDA)
-#   bench-attention               45     25 s   topk_similarity, topt_attention: paper shape, bank 2^20 bf16
-#   bench-residual_conv2plus1d    30     15 s   the four ResNet-34 stages, bf16, channels_last
-#   bench-grad_reverse            15      5 s
-#   bench-train_step              45     25 s   one step of each stage, paper sizes, bf16 autocast
-#   smoke                         90     45 s   make-dataset --preset tiny, train-image, train-video
+#   build                        120     45 s   pip install -e . (CPU module; CUDA module for sm_90 only)
+#   tests-dispatch                40     20 s   13 cases, 4 in subprocesses
+#   tests-grad_reverse            40     20 s    16 Triton specializations to compile
+#   tests-topk_similarity         75     45 s   127
+#   tests-topt_attention          75     40 s   127, about 60 of them compiled by the step before
+#   tests-residual_conv2plus1d    90     50 s   126
+#   check                         60     30 s    31, 10 of them new
+#   bench-attention               60     30 s   paper shape and bank 2^20, bf16; eager, triton, cuda
+#   bench-residual_conv2plus1d    45     25 s   the four ResNet-34 stages, bf16, channels_last_3d
+#   bench-grad_reverse            20      5 s
+#   bench-train_step              75     40 s   one step of each stage, paper sizes, bf16 autocast;
+#                                               reference, auto, triton, cuda
+#   smoke                        120     60 s   make-dataset --preset tiny, train-image, train-video
 #                                               (2 steps each, CUDA, --amp bf16)
-#   total                        695    370 s
-# The limits sum to more than the call's 8 minutes on purpose: a step that finishes early leaves
-# its time to the later ones, and the call's own limit stops the script. How the estimates were
-# made: docs/kernels.md, "The GPU run" (Triton compiles counted per step, build timed here).
+#   total                        840    415 s
+# The limits sum to more than the call's 8 minutes on purpose: a step that ends early leaves its
+# time to the later ones, and the call's own limit ends the script. How the estimates were made
+# (docs/kernels.md, "The GPU run"): the build from the CPU time nvcc and g++ took here for the two
+# modules (20 s and 13 s on one core, which 16 cores split by file); each test step from the
+# Triton kernel specializations it launches (counted on the simulated GPU machine with
+# WEBDA_TRITON_LAUNCHES, tests/gpu_dry_run/simulated_gpu.py; 376 in all) at about 0.7 s per
+# compile, spread over 8 processes (pytest-xdist), plus 10 to 15 s of start-up per step; the
+# benchmarks from their cases (about 1 s each: warm-up, 100 ms of CUDA events, 10 timed rounds;
+# 3 to 5 s for a training step at the paper's sizes) plus about 25 compiles; the smoke from the
+# tiny preset's run time on the CPU here (data preparation is CPU work there too).
 #
 # Wheels: the machine has no PyAV, scenedetect or platformdirs (the smoke needs them). Before the
 # call, in the repository root (.whl/ is ignored by git):
@@ -87,7 +95,7 @@ plan_step() {  # plan_step NAME LIMIT ARGS...: pytest on benchmarks/gpu_plan.py'
 
 test_step() {  # test_step NAME LIMIT: one op's GPU tests, spread over processes when pytest-xdist is here
   local extra=(--junitxml="$WORK/$1.xml")
-  has xdist && extra+=(-n 4)
+  has xdist && extra+=(-n 8)  # Triton compiles in 8 processes at once
   has pytest_timeout && extra+=(--timeout=120)
   plan_step "$1" "$2" "${extra[@]}"
 }
@@ -117,7 +125,7 @@ smoke() {  # the tiny dataset, then 2 steps of each stage on CUDA with bf16 auto
 
 machine() {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-  git rev-parse HEAD 2>/dev/null || echo "commit: unknown (no git)"
+  echo "commit: ${WEBDA_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
   $PY -c "import sys, torch, triton; print(sys.version.split()[0], torch.__version__, torch.version.cuda, triton.__version__)"
   if compgen -G ".whl/*.whl" >/dev/null; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -137,18 +145,18 @@ $PY -c "import json, webda_kernels as wk; print(json.dumps({'build_info': wk.bui
 
 test_step tests-dispatch 40
 test_step tests-grad_reverse 40
-test_step tests-topk_similarity 60
-test_step tests-topt_attention 60
-test_step tests-residual_conv2plus1d 60
+test_step tests-topk_similarity 75
+test_step tests-topt_attention 75
+test_step tests-residual_conv2plus1d 90
 step check 60 $PY -m webda_kernels.check
 
-bench_step bench-attention 45
-bench_step bench-residual_conv2plus1d 30
-bench_step bench-grad_reverse 15
-bench_step bench-train_step 45
+bench_step bench-attention 60
+bench_step bench-residual_conv2plus1d 45
+bench_step bench-grad_reverse 20
+bench_step bench-train_step 75
 
 if has av && has scenedetect; then
-  step smoke 90 bash -c smoke
+  step smoke 120 bash -c smoke
 else
   echo "=== smoke skipped: PyAV or scenedetect is not installed (carry .whl/, see the header)" | tee -a "$OUT/log.txt"
 fi
