@@ -3,18 +3,26 @@
 :func:`prepare` runs the three steps (``webda prepare-data`` on the command line) and returns
 :class:`PreparedData`, whose methods give the item lists of both stages. Target training
 items always come unlabeled (label -1): target labels are only for evaluation.
+
+Each step runs in ``workers`` processes (default: one per core) with one progress bar per
+phase (checking files, keyframes, embedding) and gives the same results for any number of
+workers. Everything computed is cached in ``cache_dir`` (:mod:`webda.data.cache`): a rerun
+reads only new or changed files, extracts keyframes and embeds only what is not cached, and
+an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
+from webda.data.cache import VectorStore
 from webda.data.layout import UNLABELED, DatasetLayout, Item, VideoItem, discover
-from webda.data.overlap import default_embedding, remove_overlap
+from webda.data.overlap import EMBEDDING_DIR, cacheable, default_embedding, remove_overlap
+from webda.data.parallel import check_workers
 from webda.data.shots import KeyframeIndex, extract_keyframes
 
 CACHE_NAME = ".webda_cache"
@@ -22,13 +30,17 @@ CACHE_NAME = ".webda_cache"
 
 @dataclass
 class PreparedData:
-    """A discovered dataset with its keyframe cache and the web items kept after overlap removal."""
+    """A discovered dataset with its keyframe cache and the web items kept after overlap removal.
+
+    ``embedding_counts``: distinct files whose embedding was ``reused`` from the cache or ``computed``.
+    """
 
     layout: DatasetLayout
     keyframes: KeyframeIndex
     web_images: List[Item]
     web_videos: List[VideoItem]
     overlap_report: dict
+    embedding_counts: Dict[str, int] = field(default_factory=dict)
 
     @property
     def classes(self):
@@ -50,6 +62,21 @@ class PreparedData:
         """Evaluation: the labeled target videos of ``split``."""
         return self.layout.target_videos(split)
 
+    def summary(self) -> str:
+        """What was found, reused from the cache, computed and dropped, one line per step."""
+        dropped = self.overlap_report["dropped"]
+        embedded = self.embedding_counts
+        return "\n".join([
+            self.layout.summary(),
+            f"files: {self.layout.files_reused} unchanged since the cache saw them, "
+            f"{len(self.layout.fingerprints) - self.layout.files_reused} read",
+            f"keyframes: {self.keyframes.summary()}",
+            f"embeddings: {embedded['reused']} reused from the cache, {embedded['computed']} computed",
+            f"overlap removal (cosine > {self.overlap_report['threshold']}): dropped "
+            f"{sum(r['kind'] == 'web_image' for r in dropped)} web images and "
+            f"{sum(r['kind'] == 'web_video' for r in dropped)} web videos",
+        ])
+
 
 def prepare(
     root,
@@ -61,20 +88,34 @@ def prepare(
     min_shot_len: int = 15,
     keyframe_side: Optional[int] = None,
     show_progress: bool = True,
+    workers: Optional[int] = None,
 ) -> PreparedData:
     """Discover ``root``, cache keyframes of every video, remove web items overlapping the target.
 
     ``cache_dir`` defaults to ``root/.webda_cache``; the overlap report is written there as
     ``overlap_report.json``. ``embed_fn``/``transform`` as in :func:`remove_overlap`.
+    ``workers``: processes per step (default: one per core).
     """
-    layout = discover(root, show_progress=show_progress)
+    workers = check_workers(workers)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(root) / CACHE_NAME
+    layout = discover(root, show_progress=show_progress, workers=workers, cache_dir=cache_dir)
+    videos = layout.web_videos + layout.target_videos()
     keyframes = extract_keyframes(
-        layout.web_videos + layout.target_videos(), cache_dir, threshold=shot_threshold,
-        min_shot_len=min_shot_len, keyframe_side=keyframe_side, show_progress=show_progress,
+        videos, cache_dir, threshold=shot_threshold, min_shot_len=min_shot_len, keyframe_side=keyframe_side,
+        show_progress=show_progress, workers=workers, fingerprints=layout.fingerprints,
     )
+    # Embeddings are kept by file content; a keyframe's name already says what it holds.
+    keys = dict(layout.fingerprints)
+    keys.update({kf.path: kf.path.relative_to(cache_dir).as_posix() for kf in keyframes.keyframes})
+    store = VectorStore(cache_dir / EMBEDDING_DIR) if cacheable(embed_fn, transform) else None
+    cached = set(store.vectors) if store is not None else set()
     overlap = remove_overlap(
         layout.web_images, layout.web_videos, layout.target_videos(), keyframes, layout.classes,
         threshold=threshold, embed_fn=embed_fn, transform=transform, report_path=cache_dir / "overlap_report.json",
+        workers=workers, cache=store, keys=keys, show_progress=show_progress,
     )
-    return PreparedData(layout, keyframes, overlap.web_images, overlap.web_videos, overlap.report)
+    live = {keys[Path(i.path)] for i in layout.web_images} | {keys[kf.path] for kf in keyframes.keyframes}
+    if store is not None:
+        store.compact(live)
+    counts = {"reused": len(live & cached), "computed": len(live - cached)}
+    return PreparedData(layout, keyframes, overlap.web_images, overlap.web_videos, overlap.report, counts)

@@ -9,6 +9,9 @@ clip. Output: float32, normalised with ``mean``/``std``, (3, S, S) for an image 
   classes differ by left/right motion: a flip turns one into the other.
 - :class:`EvalTransform`: resize the shorter side to ``resize`` then centre crop ``size``
   (the paper: 256 then 224).
+
+Both say in ``source_side`` the shorter side of the smallest source they never upsample: a
+loader may decode a large image at a reduced scale down to it (JPEG draft mode).
 """
 
 from __future__ import annotations
@@ -73,6 +76,11 @@ class TrainTransform(_Normalise):
             raise ValueError(f"ratio must satisfy 0 < min <= max, got {ratio}")
         self.scale, self.ratio, self.flip = scale, ratio, flip
 
+    @property
+    def source_side(self) -> int:
+        """The shorter source side at which the smallest, narrowest crop still spans ``size`` pixels."""
+        return math.ceil(self.size / math.sqrt(self.scale[0] * min(self.ratio[0], 1 / self.ratio[1])))
+
     def crop_box(self, height: int, width: int, generator: Optional[torch.Generator] = None):
         """(top, left, h, w) of a random crop covering ``scale`` of the area at aspect ``ratio``."""
         area = height * width
@@ -113,6 +121,10 @@ class EvalTransform(_Normalise):
         self.resize = round(size * 256 / 224) if resize is None else resize
         if self.resize < size:
             raise ValueError(f"resize ({self.resize}) must be >= size ({size})")
+
+    @property
+    def source_side(self) -> int:
+        return self.resize
 
     def __call__(self, frames) -> torch.Tensor:
         x, is_clip = _to_float_tchw(frames)

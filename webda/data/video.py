@@ -1,4 +1,10 @@
-"""Video files with PyAV: probing, decoding frames as uint8 (T, H, W, 3) RGB, writing H.264 MP4."""
+"""Video files with PyAV: probing, decoding frames as uint8 (T, H, W, 3) RGB, writing H.264 MP4.
+
+Any container FFmpeg demuxes is read; :data:`VIDEO_EXTENSIONS` are the extensions looked for
+(MP4/M4V/MOV, AVI, MKV, WebM, FLV/F4V, 3GP, MPEG program and transport streams, WMV/ASF, OGV,
+VOB), in any case. Decoding uses FFmpeg's frame and slice threads (``threads``; 0 = one per
+core); frames are converted to RGB only when they are wanted.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,12 @@ import av
 from av.video.reformatter import VideoReformatter
 import numpy as np
 
-from webda.data.skips import CorruptFileError
+from webda.data.skips import CorruptFileError, reading
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".flv", ".f4v", ".3gp", ".3g2", ".mpg", ".mpeg", ".ts", ".mts",
+    ".m2ts", ".wmv", ".asf", ".ogv", ".vob",
+)
 
 
 @dataclass(frozen=True)
@@ -32,58 +41,73 @@ def probe_video(path) -> VideoInfo:
     Raises :class:`CorruptFileError` when the container, the stream or the first frame is
     unreadable, or the video has no frames.
     """
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise CorruptFileError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            num_frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
-            if num_frames == 0:
-                raise CorruptFileError(f"{path}: video has no frames")
-            container.seek(0)
-            first = next(container.decode(stream), None)
-            if first is None:
-                raise CorruptFileError(f"{path}: first frame cannot be decoded")
-            fps = float(stream.average_rate or stream.guessed_rate or 25)
-            return VideoInfo(num_frames=num_frames, fps=fps, width=first.width, height=first.height)
-    except (av.FFmpegError, OSError, StopIteration) as err:
-        raise CorruptFileError(f"{path}: not a readable video ({err})") from err
+    with reading(path, "not a readable video"), av.open(str(path)) as container:
+        if not container.streams.video:
+            raise CorruptFileError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        num_frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
+        if num_frames == 0:
+            raise CorruptFileError(f"{path}: video has no frames")
+        container.seek(0)
+        first = next(container.decode(stream), None)
+        if first is None:
+            raise CorruptFileError(f"{path}: first frame cannot be decoded")
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        return VideoInfo(num_frames=num_frames, fps=fps, width=first.width, height=first.height)
 
 
-def _output_size(width: int, height: int, short_side: Optional[int]):
-    if short_side is None:
-        return width, height
-    scale = short_side / min(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
+def decode(path, threads: int = 0) -> Iterator[av.VideoFrame]:
+    """Yield the decoded frames of ``path`` in order (FFmpeg frame and slice threads: ``threads``,
+    0 = one per core). Raises :class:`CorruptFileError` when decoding fails."""
+    with reading(path, "decoding failed"), av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        yield from container.decode(stream)
 
 
-def iter_frames(path, short_side: Optional[int] = None) -> Iterator[np.ndarray]:
-    """Yield every frame of ``path`` in order as uint8 (H, W, 3) RGB.
+class FrameConverter:
+    """Decoded frames -> uint8 (H, W, 3) arrays in ``pixel_format`` (``rgb24`` or ``bgr24``).
 
-    ``short_side`` resizes while decoding (swscale, area filter) so the shorter side has that
-    many pixels. Raises :class:`CorruptFileError` when decoding fails.
+    ``short_side`` resizes (swscale, area filter) so the shorter side has that many pixels;
+    None keeps the size. One converter per video: it keeps its swscale context.
     """
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            reformatter = VideoReformatter()  # one per video: it keeps its swscale context
-            for frame in container.decode(stream):
-                width, height = _output_size(frame.width, frame.height, short_side)
-                rgb = reformatter.reformat(frame, format="rgb24", width=width, height=height, interpolation="AREA")
-                yield rgb.to_ndarray()
-    except (av.FFmpegError, OSError, IndexError) as err:
-        raise CorruptFileError(f"{path}: decoding failed ({err})") from err
+
+    def __init__(self, short_side: Optional[int] = None, pixel_format: str = "rgb24"):
+        self.short_side, self.pixel_format = short_side, pixel_format
+        self._reformatter = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        width, height = frame.width, frame.height
+        if self.short_side is not None:
+            scale = self.short_side / min(width, height)
+            width, height = max(1, round(width * scale)), max(1, round(height * scale))
+        out = self._reformatter.reformat(frame, format=self.pixel_format, width=width, height=height,
+                                         interpolation="AREA")
+        return out.to_ndarray()
 
 
-def read_frames(path, indices: Optional[Sequence[int]] = None, short_side: Optional[int] = None) -> np.ndarray:
+def iter_frames(path, short_side: Optional[int] = None, threads: int = 0) -> Iterator[np.ndarray]:
+    """Yield every frame of ``path`` in order as uint8 (H, W, 3) RGB (resized as :class:`FrameConverter`).
+
+    Raises :class:`CorruptFileError` when decoding fails.
+    """
+    convert = FrameConverter(short_side)
+    for frame in decode(path, threads):
+        with reading(path, "frame conversion failed"):
+            yield convert(frame)
+
+
+def read_frames(path, indices: Optional[Sequence[int]] = None, short_side: Optional[int] = None,
+                threads: int = 0) -> np.ndarray:
     """Decode the frames at ``indices`` (any order, repeats allowed; None = all) of ``path``.
 
     Returns uint8 (len(indices), H, W, 3). Decoding runs from the start and stops after the
-    last index needed. Raises :class:`CorruptFileError` if the video ends before an index.
+    last index needed; only the wanted frames are converted. Raises :class:`CorruptFileError`
+    if the video ends before an index.
     """
     if indices is None:
-        frames = list(iter_frames(path, short_side))
+        frames = list(iter_frames(path, short_side, threads))
         if not frames:
             raise CorruptFileError(f"{path}: video has no frames")
         return np.stack(frames)
@@ -93,10 +117,11 @@ def read_frames(path, indices: Optional[Sequence[int]] = None, short_side: Optio
     if min(wanted) < 0:
         raise ValueError(f"indices must be >= 0, got {min(wanted)} for {path}")
     last = max(wanted)
-    found = {}
-    for index, frame in enumerate(iter_frames(path, short_side)):
+    convert, found = FrameConverter(short_side), {}
+    for index, frame in enumerate(decode(path, threads)):
         if index in wanted:
-            found[index] = frame
+            with reading(path, "frame conversion failed"):
+                found[index] = convert(frame)
         if index == last:
             break
     if last not in found:
