@@ -54,7 +54,7 @@ def test_data_rerun_processes_only_added_and_replaced_files(tiny_dataset, mini_c
     videos = again.layout.web_videos + again.layout.target_videos()
     assert again.keyframes.counts == {"reused": len(videos) - 2, "extracted": 2, "damaged": 0}
     new_keyframes = len(again.keyframes.of(replaced)) + len(again.keyframes.of(root / "web_videos" / "yellow_star" / "added.mp4"))
-    assert again.embedding_counts["computed"] == 1 + new_keyframes
+    assert again.cache_counts["embeddings_computed"] == 1 + new_keyframes
     assert "reused from the cache" in again.summary()
     assert not list((tmp_path / "cache").rglob(f"{removed_digest}_s*.jpg"))  # removed video's keyframes deleted
 
@@ -105,7 +105,7 @@ def test_data_damaged_cache_entries_are_rebuilt(tiny_dataset, mini_copy, tmp_pat
     again = _prepare(root, cache)
     assert again.keyframes.counts["extracted"] == 2 and again.keyframes.counts["damaged"] == 2
     assert again.layout.files_reused == len(again.layout.fingerprints) - 1
-    assert again.embedding_counts["reused"] == 0
+    assert again.cache_counts["embeddings_reused"] == 0
     assert _outcome(again, cache) == expected
     assert _prepare(root, cache).keyframes.counts == {"reused": len(videos), "extracted": 0, "damaged": 0}
 

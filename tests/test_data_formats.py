@@ -1,16 +1,22 @@
 """Every image and video format a crawl brings is read, sub-folders of class folders included, and
 every other file is reported (webda.data.images, webda.data.video, webda.data.layout)."""
 
+import shutil
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
+from webda.data.datasets import ImageDataset
 from webda.data.images import IMAGE_EXTENSIONS, load_image
+from webda.data.overlap import default_embedding, default_transform
 from webda.data.prepare import prepare
+from webda.data.transforms import EvalTransform
 from webda.data.video import VIDEO_EXTENSIONS, probe_video, read_frames
 
 # file name -> (container, codec) written with PyAV; what crawls and benchmarks bring
@@ -116,3 +122,43 @@ def test_data_gif_gives_its_first_frame_and_videos_decode(crawl):
         frames = read_frames(path)
         assert frames.shape == (probe_video(path).num_frames, 48, 64, 3)
         assert np.array_equal(read_frames(path, [19, 3]), frames[[19, 3]])
+
+
+def _grey_levels(a, b):
+    """Mean absolute difference of two normalised transform outputs, in 0-255 grey levels."""
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    return float(((a - b).abs() * std * 255).mean())
+
+
+def test_data_large_images_are_decoded_small_within_tolerance(tmp_path, tiny_dataset, mini_copy):
+    rng = np.random.default_rng(1)
+    picture = Image.fromarray(_pattern(rng, 150, 200)).resize((2000, 1500), Image.BICUBIC)
+    noisy = np.clip(np.asarray(picture).astype(int) + rng.integers(-8, 9, (1500, 2000, 1)), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(tmp_path / "big.jpg", quality=90)
+    full = load_image(tmp_path / "big.jpg")
+    for size in (48, 224):
+        transform = EvalTransform(size)
+        draft = load_image(tmp_path / "big.jpg", transform.source_side)
+        assert min(draft.shape[:2]) >= transform.source_side and draft.shape[0] < 1500 / 2
+        assert _grey_levels(transform(draft), transform(full)) < 1.5
+    embed = default_transform()
+    cosine = (default_embedding(embed(full)[None]) * default_embedding(embed(
+        load_image(tmp_path / "big.jpg", embed.source_side))[None])).sum()
+    assert cosine > 0.999
+
+    root = mini_copy(tiny_dataset, tmp_path / "d")
+    Image.fromarray(noisy).save(root / "web_images" / "yellow_star" / "big.png")
+    shutil.copy(tmp_path / "big.jpg", root / "web_images" / "yellow_star" / "big.jpg")
+    data = prepare(root, tmp_path / "cache", workers=2, show_progress=False)
+    copies = {p.name: c for p, c in data.image_sources.items()}
+    assert set(copies) == {"big.png", "big.jpg"} and data.cache_counts["copies_made"] == 2
+    copy = load_image(copies["big.png"])
+    assert copy.shape == (512, 683, 3)
+    resized = F.interpolate(torch.from_numpy(noisy).permute(2, 0, 1)[None].float(), size=(512, 683), mode="bilinear",
+                            antialias=True)[0].permute(1, 2, 0)
+    assert float((resized - torch.from_numpy(copy).float()).abs().mean()) < 1.5  # resampling and JPEG q95
+    dataset = ImageDataset(data.web_images, EvalTransform(224), sources=data.image_sources)
+    index = next(i for i, item in enumerate(data.web_images) if item.path.name == "big.png")
+    assert torch.equal(dataset[index][0], EvalTransform(224)(copy))  # the loader reads the copy
+    again = prepare(root, tmp_path / "cache", workers=1, show_progress=False)
+    assert again.cache_counts["copies_reused"] == 2 and again.image_sources == data.image_sources

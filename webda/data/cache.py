@@ -52,6 +52,22 @@ def atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def files_intact(cache_dir: Path, files) -> bool:
+    """Whether every ``[name, size]`` of ``files`` is a file of that many bytes under ``cache_dir``."""
+    try:
+        return all((Path(cache_dir) / name).stat().st_size == size for name, size in files)
+    except (TypeError, ValueError, OSError):
+        return False
+
+
+def delete_unreferenced(cache_dir: Path, folder: str, referenced: Iterable[str]) -> None:
+    """Delete the files under ``cache_dir/folder`` whose name (relative to ``cache_dir``) is not ``referenced``."""
+    referenced = set(referenced)
+    for path in sorted((Path(cache_dir) / folder).rglob("*")):
+        if path.is_file() and path.relative_to(cache_dir).as_posix() not in referenced:
+            path.unlink()
+
+
 def _crc(key: str, record) -> int:
     return zlib.crc32(json.dumps([key, record], sort_keys=True).encode())
 

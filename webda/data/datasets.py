@@ -8,7 +8,8 @@ is skipped with one warning and the next item is served instead.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -43,23 +44,28 @@ class _SkippingDataset(Dataset):
 class ImageDataset(_SkippingDataset):
     """Image files (web images, cached keyframes) -> (image float (3, S, S), label, index).
 
-    A JPEG much larger than the transform's ``source_side`` is decoded at reduced scale
-    (:func:`~webda.data.images.load_image`'s ``min_side``): a 4000 x 3000 web photo costs about
-    what a 1000 x 750 one does.
+    ``sources``: a file to decode instead of an item's own (``PreparedData.image_sources``: the
+    downscaled copies of large images). A JPEG much larger than the transform's ``source_side``
+    is decoded at reduced scale (:func:`~webda.data.images.load_image`'s ``min_side``).
     """
 
-    def __init__(self, items: Sequence[Item], transform: Callable):
+    def __init__(self, items: Sequence[Item], transform: Callable, sources: Optional[Dict[Path, Path]] = None):
         super().__init__()
         if not items:
             raise ValueError("ImageDataset needs at least one item")
-        self.items, self.transform = list(items), transform
+        self.items, self.transform, self.sources = list(items), transform, dict(sources or {})
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int):
         min_side = getattr(self.transform, "source_side", None)
-        return self._first_readable(index, lambda i: self.transform(load_image(self.items[i].path, min_side)))
+
+        def load(i: int) -> torch.Tensor:
+            path = Path(self.items[i].path)
+            return self.transform(load_image(self.sources.get(path, path), min_side))
+
+        return self._first_readable(index, load)
 
 
 class ClipDataset(_SkippingDataset):

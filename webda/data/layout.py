@@ -59,8 +59,9 @@ class VideoItem(Item):
 class DatasetLayout:
     """Everything :func:`discover` found under ``root``; items are sorted by path.
 
-    ``fingerprints`` (with a cache folder): each readable file's content hash;
-    ``files_reused``: how many files the cache spared from being read.
+    ``image_sizes``: (width, height) of each web image. ``fingerprints`` (with a cache folder):
+    each readable file's content hash; ``files_reused``: how many files the cache spared from
+    being read.
     """
 
     root: Path
@@ -69,6 +70,7 @@ class DatasetLayout:
     web_videos: List[VideoItem]
     target: Dict[str, List[VideoItem]]
     skips: SkipLog
+    image_sizes: Dict[Path, Tuple[int, int]] = field(default_factory=dict)
     fingerprints: Dict[Path, str] = field(default_factory=dict)
     files_reused: int = 0
 
@@ -159,14 +161,11 @@ def _labeled_files(folder: Path, classes: Sequence[str], extensions: Sequence[st
 
 def check_file(task) -> Tuple[Optional[str], object]:
     """Worker: ``(path, kind, hash)`` -> (content hash or None, then ``VideoInfo`` for a readable
-    video, None for a readable image, or the reason the file cannot be read)."""
+    video, (width, height) for a readable image, or the reason the file cannot be read)."""
     path, kind, hash_it = task
     try:
         digest = fingerprint(path) if hash_it else None
-        if kind == "images":
-            probe_image(path)
-            return digest, None
-        return digest, probe_video(path)
+        return digest, probe_image(path) if kind == "images" else probe_video(path)
     except CorruptFileError as err:
         return None, str(err)
     except OSError as err:  # from hashing: a vanished, unreadable or dangling file
@@ -180,6 +179,7 @@ class _Checker:
     def __init__(self, skips: SkipLog, workers: int, journal: Optional[Journal], show_progress: bool):
         self.skips, self.workers, self.journal, self.show_progress = skips, workers, journal, show_progress
         self.fingerprints: Dict[Path, str] = {}
+        self.image_sizes: Dict[Path, Tuple[int, int]] = {}
         self.reused = 0
         self._live: List[str] = []
 
@@ -200,7 +200,8 @@ class _Checker:
             path, stat = todo[i]
             results[path] = (digest, outcome)
             if digest is not None and stat is not None:
-                info = None if outcome is None else [outcome.num_frames, outcome.fps, outcome.width, outcome.height]
+                info = list(outcome) if kind == "images" else [outcome.num_frames, outcome.fps, outcome.width,
+                                                               outcome.height]
                 self.journal.put(stat[0], {"size": stat[1], "mtime_ns": stat[2], "sha256": digest, "kind": kind,
                                            "info": info})
         items = []
@@ -211,7 +212,11 @@ class _Checker:
                 continue
             if digest is not None:
                 self.fingerprints[path] = digest
-            items.append(Item(path, label) if kind == "images" else VideoItem(path, label, outcome))
+            if kind == "images":
+                self.image_sizes[path] = outcome
+                items.append(Item(path, label))
+            else:
+                items.append(VideoItem(path, label, outcome))
         return items
 
     def _stat(self, path: Path) -> Optional[Tuple[str, int, int]]:
@@ -226,12 +231,14 @@ class _Checker:
         return key
 
     def _cached(self, stat, kind: str):
-        """(hash, VideoInfo or None) from the journal's record of ``stat``'s path, if it still matches."""
+        """(hash, probe result) from the journal's record of ``stat``'s path, if it still matches."""
         record = self.journal.get(stat[0]) if stat is not None else None
         try:
             if (record["size"], record["mtime_ns"], record["kind"]) != (stat[1], stat[2], kind):
                 return None
-            return str(record["sha256"]), None if kind == "images" else VideoInfo(*record["info"])
+            width, height = record["info"][-2:]
+            info = (int(width), int(height)) if kind == "images" else VideoInfo(*record["info"])
+            return str(record["sha256"]), info
         except (TypeError, KeyError, ValueError):
             return None
 
@@ -283,4 +290,5 @@ def discover(root, show_progress: bool = False, workers: Optional[int] = None, c
         target[split] = [videos[p] for p, _ in pairs if p in videos]
         if not target[split]:
             raise UserError(f"no readable target videos in {split_dir}")
-    return DatasetLayout(root, classes, web_images, web_videos, target, skips, checker.fingerprints, checker.reused)
+    return DatasetLayout(root, classes, web_images, web_videos, target, skips, checker.image_sizes, checker.fingerprints,
+                         checker.reused)

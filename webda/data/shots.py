@@ -32,7 +32,7 @@ import numpy as np
 from scenedetect import ContentDetector
 from scenedetect.common import FrameTimecode
 
-from webda.data.cache import Journal, fingerprint
+from webda.data.cache import Journal, delete_unreferenced, files_intact, fingerprint
 from webda.data.images import save_jpeg
 from webda.data.layout import Item, VideoItem
 from webda.data.parallel import check_workers, decode_threads, run_tasks
@@ -124,9 +124,11 @@ def shots_and_keyframes(path, info, settings: ShotSettings, threads: int = 0):
             if kept_bytes > RETAINED_BYTES:
                 kept = None
     shots = detector.shots(path)
+    side = settings.keyframe_side if settings.keyframe_side is not None and settings.keyframe_side < min(
+        info.width, info.height) else None
     if kept is None:
-        return shots, read_frames(path, [s.keyframe for s in shots], settings.keyframe_side, threads)
-    convert = FrameConverter(settings.keyframe_side)
+        return shots, read_frames(path, [s.keyframe for s in shots], side, threads)
+    convert = FrameConverter(side)
     with reading(path, "frame conversion failed"):
         return shots, np.stack([convert(kept[s.keyframe]) for s in shots])
 
@@ -197,11 +199,9 @@ def _entry_is_sound(entry, cache_dir: Path) -> bool:
     try:
         shots, files = [tuple(shot) for shot in entry["shots"]], entry["files"]
         starts, ends = [a for a, _ in shots], [b for _, b in shots]
-        if not shots or len(files) != len(shots) or starts[0] != 0 or starts[1:] != ends[:-1] or any(
-                a >= b for a, b in shots):
-            return False
-        return all((cache_dir / name).stat().st_size == size for name, size in files)
-    except (TypeError, KeyError, ValueError, OSError):
+        return bool(shots) and len(files) == len(shots) and starts[0] == 0 and starts[1:] == ends[:-1] and all(
+            a < b for a, b in shots) and files_intact(cache_dir, files)
+    except (TypeError, KeyError, ValueError):
         return False
 
 
@@ -219,7 +219,7 @@ def extract_keyframes(
     """Detect shots in ``videos`` and cache one JPEG keyframe per shot under ``cache_dir``.
 
     Detection runs on frames whose shorter side is at most ``detect_side``; keyframes are
-    stored with shorter side ``keyframe_side`` (None = native). Cached results are reused;
+    stored with shorter side at most ``keyframe_side`` (None = native). Cached results are reused;
     videos are processed in ``workers`` processes (default: one per core), with the same
     results for any number. ``fingerprints``: content hashes already known (e.g.
     ``layout.fingerprints``); the others are computed. Undecodable videos are skipped with one
@@ -264,13 +264,5 @@ def extract_keyframes(
         keyframes += [Keyframe(cache_dir / name, Path(video.path), video.label, Shot(*shot))
                       for (name, _), shot in zip(entry["files"], entry["shots"])]
     journal.compact(key(v) for v in videos if key(v) not in failed)
-    _delete_unreferenced(cache_dir, journal)
+    delete_unreferenced(cache_dir, KEYFRAME_DIR, (name for entry in journal.records.values() for name, _ in entry["files"]))
     return KeyframeIndex(keyframes, skips, counts)
-
-
-def _delete_unreferenced(cache_dir: Path, journal: Journal) -> None:
-    referenced = {name for entry in journal.records.values() for name, _ in entry["files"]}
-    folder = cache_dir / KEYFRAME_DIR
-    for path in folder.rglob("*.jpg") if folder.is_dir() else []:
-        if path.relative_to(cache_dir).as_posix() not in referenced:
-            path.unlink()
