@@ -125,7 +125,7 @@ class ClipDataset(_SkippingDataset):
             indices = self.random_chunk(video)
         else:
             indices = self.chunk.indices(start, video.info.num_frames)
-        return self.transform(read_frames(video.path, indices, self.short_side, threads=1))
+        return self.transform(read_frames(video.path, indices, self.short_side, threads=1, info=video.info))
 
     def __getitem__(self, index: int):
         video_index, start = self.samples[index]

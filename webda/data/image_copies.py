@@ -3,8 +3,10 @@ photo once, at preparation, instead of at every step.
 
 A web image whose shorter side exceeds ``side`` (``prepare``'s ``image_side``; 512 by default,
 above the 437 px the paper's random 224 px crops need, see ``TrainTransform.source_side``) is
-decoded (a JPEG in draft mode), resized so that its shorter side is ``side`` (Pillow, Lanczos)
-and stored as a quality-95 JPEG. The training datasets read the copy
+decoded (a JPEG in draft mode), resized so that its shorter side is ``side`` (Pillow's
+antialiased bilinear filter, as the training transforms'), its sides cut to multiples of 8 (at
+most 7 pixels, centred, so the loader can decode it in draft mode for smaller crops) and stored
+as a quality-95 JPEG. The training datasets read the copy
 (``PreparedData.image_sources``); overlap removal, reports and item paths keep the original.
 
 Cache layout (``cache_dir``, see :mod:`webda.data.cache`)::
@@ -30,6 +32,16 @@ COPY_JOURNAL = "images.jsonl"
 COPY_DIR = "images"
 
 
+def copy_geometry(width: int, height: int, side: int):
+    """(size, box) of the copy of a ``width`` x ``height`` picture: scaled so that the shorter
+    side is ``side``, then cut to multiples of 8; ``box`` is the region of the picture it shows."""
+    scale = side / min(width, height)
+    size = [max(8, round(n * scale) // 8 * 8) for n in (width, height)]
+    spans = [n / scale for n in size]
+    left, top = (width - spans[0]) / 2, (height - spans[1]) / 2
+    return tuple(size), (left, top, left + spans[0], top + spans[1])
+
+
 def copy_task(task):
     """Worker: ``(path, name, side, cache_dir)`` -> the cache entry of the copy written to
     ``cache_dir/name``, or the reason the image could not be decoded."""
@@ -38,8 +50,8 @@ def copy_task(task):
         image = Image.fromarray(load_image(path, min_side=side))
     except CorruptFileError as err:
         return str(err)
-    scale = side / min(image.size)
-    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+    size, box = copy_geometry(image.width, image.height, side)
+    image = image.resize(size, Image.BILINEAR, box=box)
     out = Path(cache_dir) / name
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out, format="JPEG", quality=95, optimize=False, progressive=False)

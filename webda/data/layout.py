@@ -183,29 +183,28 @@ class _Checker:
         self.reused = 0
         self._live: List[str] = []
 
-    def items(self, pairs, kind: str) -> list:
-        """Items of the readable files of ``pairs`` ((path, label)), in order."""
+    def check(self, entries) -> Dict[Path, Item]:
+        """{path: item} of the readable files of ``entries`` ((path, label, "images" or "videos"))."""
         results, todo = {}, []
-        for path, _ in pairs:
+        for path, _, kind in entries:
             stat = self._stat(path)
             cached = self._cached(stat, kind)
             if cached is None:
-                todo.append((path, stat))
+                todo.append((path, stat, kind))
             else:
                 results[path] = cached
                 self.reused += 1
-        tasks = [(path, kind, self.journal is not None) for path, _ in todo]
-        for i, (digest, outcome) in run_tasks(check_file, tasks, self.workers, f"checking {kind}", "file",
+        tasks = [(path, kind, self.journal is not None) for path, _, kind in todo]
+        for i, (digest, outcome) in run_tasks(check_file, tasks, self.workers, "checking files", "file",
                                                self.show_progress):
-            path, stat = todo[i]
+            path, stat, kind = todo[i]
             results[path] = (digest, outcome)
             if digest is not None and stat is not None:
-                info = list(outcome) if kind == "images" else [outcome.num_frames, outcome.fps, outcome.width,
-                                                               outcome.height]
+                info = list(outcome) if kind == "images" else outcome.as_record()
                 self.journal.put(stat[0], {"size": stat[1], "mtime_ns": stat[2], "sha256": digest, "kind": kind,
                                            "info": info})
-        items = []
-        for path, label in pairs:
+        items = {}
+        for path, label, kind in entries:
             digest, outcome = results[path]
             if isinstance(outcome, str):
                 self.skips.skip(path, outcome)
@@ -214,9 +213,9 @@ class _Checker:
                 self.fingerprints[path] = digest
             if kind == "images":
                 self.image_sizes[path] = outcome
-                items.append(Item(path, label))
+                items[path] = Item(path, label)
             else:
-                items.append(VideoItem(path, label, outcome))
+                items[path] = VideoItem(path, label, outcome)
         return items
 
     def _stat(self, path: Path) -> Optional[Tuple[str, int, int]]:
@@ -236,9 +235,10 @@ class _Checker:
         try:
             if (record["size"], record["mtime_ns"], record["kind"]) != (stat[1], stat[2], kind):
                 return None
-            width, height = record["info"][-2:]
-            info = (int(width), int(height)) if kind == "images" else VideoInfo(*record["info"])
-            return str(record["sha256"]), info
+            if kind == "images":
+                width, height = record["info"]
+                return str(record["sha256"]), (int(width), int(height))
+            return str(record["sha256"]), VideoInfo.from_record(record["info"])
         except (TypeError, KeyError, ValueError):
             return None
 
@@ -277,17 +277,17 @@ def discover(root, show_progress: bool = False, workers: Optional[int] = None, c
     target_pairs = {split: _labeled_files(d, classes, VIDEO_EXTENSIONS, True, skips) for split, d in splits.items()}
 
     checker = _Checker(skips, workers, journal, show_progress)
-    web_images = checker.items(image_pairs, "images")
-    all_videos = video_pairs + [pair for pairs in target_pairs.values() for pair in pairs]
-    videos = {item.path: item for item in checker.items(all_videos, "videos")}
+    videos = video_pairs + [pair for pairs in target_pairs.values() for pair in pairs]
+    found = checker.check([(p, label, "images") for p, label in image_pairs] + [(p, label, "videos") for p, label in videos])
     checker.finish()
-    web_videos = [videos[p] for p, _ in video_pairs if p in videos]
+    web_images = [found[p] for p, _ in image_pairs if p in found]
+    web_videos = [found[p] for p, _ in video_pairs if p in found]
     for label, name in enumerate(classes):
         if not any(i.label == label for i in web_images) and not any(v.label == label for v in web_videos):
             raise UserError(f"class {name!r} has no readable files in {web_images_dir} or {web_videos_dir}")
     target = {}
     for (split, split_dir), pairs in zip(splits.items(), target_pairs.values()):
-        target[split] = [videos[p] for p, _ in pairs if p in videos]
+        target[split] = [found[p] for p, _ in pairs if p in found]
         if not target[split]:
             raise UserError(f"no readable target videos in {split_dir}")
     return DatasetLayout(root, classes, web_images, web_videos, target, skips, checker.image_sizes, checker.fingerprints,

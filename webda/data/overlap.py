@@ -194,11 +194,12 @@ def remove_overlap(
     video_frames = [(v, kf) for v, video in enumerate(web_videos) for kf in keyframes.of(video.path)]
     embed = dict(embed_fn=embed_fn, transform=transform, batch_size=batch_size, workers=workers, cache=cache, keys=keys,
                  show_progress=show_progress)
-    bank = embed_images([Item(kf.path, kf.label) for kf in bank_keyframes], desc="embedding target keyframes", **embed)
+    query_items = list(web_images) + [Item(kf.path, kf.label) for _, kf in video_frames]
+    embedded = embed_images([Item(kf.path, kf.label) for kf in bank_keyframes] + query_items, desc="embedding", **embed)
+    bank, queries = embedded[:len(bank_keyframes)], embedded[len(bank_keyframes):]
     readable = ~bank.isnan().any(dim=1)
     bank, bank_keyframes = bank[readable], [kf for kf, ok in zip(bank_keyframes, readable) if ok]
-    query_items = list(web_images) + [Item(kf.path, kf.label) for _, kf in video_frames]
-    sims, matches = _nearest(embed_images(query_items, desc="embedding web items", **embed), bank)
+    sims, matches = _nearest(queries, bank)
     matched = [bank_keyframes[m] for m in matches.tolist()]
 
     dropped = []

@@ -127,7 +127,7 @@ def shots_and_keyframes(path, info, settings: ShotSettings, threads: int = 0):
     side = settings.keyframe_side if settings.keyframe_side is not None and settings.keyframe_side < min(
         info.width, info.height) else None
     if kept is None:
-        return shots, read_frames(path, [s.keyframe for s in shots], side, threads)
+        return shots, read_frames(path, [s.keyframe for s in shots], side, threads, info)
     convert = FrameConverter(side)
     with reading(path, "frame conversion failed"):
         return shots, np.stack([convert(kept[s.keyframe]) for s in shots])
