@@ -14,9 +14,11 @@ files of real size:
    From the 1-core rate and the measured scaling it projects the time of a UCF-101-size set
    (13,320 clips, 2.5 M frames) on a 16-core machine.
 2. The loader, one worker (one process, one core): images/s of ``ImageDataset`` with the
-   training transform at the small preset's size (48) and the paper's (224), for web JPEGs
-   of 640 x 480 and 4000 x 3000 (the latter with and without draft-mode decoding), and clips/s
-   of ``ClipDataset`` (12-frame chunks of 24) on the 320 x 240 clips.
+   training transform at the small preset's size (48) and the paper's (224), for JPEGs of
+   64 x 64 (the generated dataset's), 640 x 480 and 4000 x 3000 (decoded in full, in draft
+   mode, and from the 512 px copy ``prepare`` caches), and clips/s of ``ClipDataset``
+   (12-frame chunks of 24) on the 320 x 240 clips and on a 1500-frame H.264 web video
+   (seeking to the keyframe before the chunk, and decoding from the start as before).
 3. The training step's consumption (``benchmarks/bench_train_step.py``'s step: the small preset
    on CPU, the paper's on CUDA): images/s and clips/s one step eats, hence the loader workers
    it needs (consumption / per-worker rate).
@@ -138,6 +140,9 @@ def bench_prepare(work: Path, clips: int, workers: int, rounds: int) -> dict:
         start = time.perf_counter()
         rerun = prepare(root, work / f"cache{workers}", workers=workers, show_progress=False)
         rerun_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        prepare(root, work / f"cache{workers}", workers=workers, show_progress=False)
+        unchanged_seconds = time.perf_counter() - start
     fresh_after = statistics.median(time_prepare(root, workers, work / "fresh") for _ in range(rounds))
     per_worker = frames / seconds[1]
     scaling = seconds[1] / seconds[workers]
@@ -148,6 +153,7 @@ def bench_prepare(work: Path, clips: int, workers: int, rounds: int) -> dict:
         "frames_per_s": {str(w): frames / seconds[w] for w in seconds},
         "speedup": scaling, "efficiency": efficiency,
         "rerun": {"new_clips": max(1, clips // 10), "new_frames": new_frames, "seconds": rerun_seconds,
+                  "unchanged_seconds": unchanged_seconds,
                   "fresh_seconds": fresh_after, "speedup": fresh_after / rerun_seconds,
                   "keyframe_counts": rerun.keyframes.counts, "files_reused": rerun.layout.files_reused,
                   "cache_counts": rerun.cache_counts},
@@ -181,48 +187,70 @@ class _FullDecode:
         return self.transform(image)
 
 
+def web_video(path: Path, num_frames: int, rng, fps: int = 25) -> None:
+    """A long 320 x 240 H.264 MP4 with a keyframe every 250 frames (x264's default), like a web video."""
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        texture = textured(rng, 480, 640)
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(texture[i % 240:i % 240 + 240, :320]),
+                                               format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
 def bench_loader(work: Path) -> dict:
+    """Items/s of one worker (this process, one core, one torch thread)."""
     import torch
 
     from webda.data.clips import ChunkSpec
     from webda.data.datasets import ClipDataset, ImageDataset
     from webda.data.image_copies import copy_task
-    from webda.data.layout import Item, discover
+    from webda.data.layout import Item, VideoItem, discover
     from webda.data.prepare import DEFAULT_IMAGE_SIDE
     from webda.data.transforms import EvalTransform, TrainTransform
+    from webda.data.video import probe_video, read_frames
 
     rng = np.random.default_rng(2)
     folder = work / "images"
     folder.mkdir()
     kinds = {}
-    for name, (w, h, n) in {"640x480": (640, 480, 24), "4000x3000": (4000, 3000, 4)}.items():
-        kinds[name] = [folder / f"{name}_{k}.jpg" for k in range(n)]
-        for path in kinds[name]:
-            photo(path, w, h, rng)
-    copies = {path: folder / f"copy_{path.name}" for path in kinds["4000x3000"]}
+    for name, (w, h, n) in {"64x64": (64, 64, 64), "640x480": (640, 480, 24), "4000x3000": (4000, 3000, 4)}.items():
+        kinds[name] = [Item(folder / f"{name}_{k}.jpg", 0) for k in range(n)]
+        for item in kinds[name]:
+            photo(item.path, w, h, rng)
+    copies = {item.path: folder / f"copy_{item.path.name}" for item in kinds["4000x3000"]}
     for path, copy in copies.items():  # what prepare() makes and the training ImageDataset reads
         copy_task((path, copy.name, DEFAULT_IMAGE_SIDE, folder))
-    videos = discover(work / "prep", workers=1).target_videos("train")[:8]
+    ucf = discover(work / "prep", workers=1).target_videos("train")[:8]
+    web_video(work / "web.mp4", 1500, rng)
+    web = [VideoItem(work / "web.mp4", 0, probe_video(work / "web.mp4"))]
     out = {"images_per_s": {}, "clips_per_s": {}}
     torch.set_num_threads(1)
     with on_cores(1):
         for size in (48, 224):
             transform = TrainTransform(size)
             datasets = {
-                "640x480 JPEG": ImageDataset([Item(p, 0) for p in kinds["640x480"]], transform),
-                "4000x3000 JPEG, full decode": ImageDataset([Item(p, 0) for p in kinds["4000x3000"]],
-                                                            _FullDecode(transform)),
-                "4000x3000 JPEG, draft decode": ImageDataset([Item(p, 0) for p in kinds["4000x3000"]], transform),
-                "4000x3000 JPEG, its cached 512 px copy": ImageDataset(
-                    [Item(p, 0) for p in kinds["4000x3000"]], transform, sources=copies),
+                "64x64 JPEG (the generated dataset's)": ImageDataset(kinds["64x64"], transform),
+                "640x480 JPEG": ImageDataset(kinds["640x480"], transform),
+                "4000x3000 JPEG, full decode": ImageDataset(kinds["4000x3000"], _FullDecode(transform)),
+                "4000x3000 JPEG, draft decode": ImageDataset(kinds["4000x3000"], transform),
+                "4000x3000 JPEG, its cached 512 px copy": ImageDataset(kinds["4000x3000"], transform, sources=copies),
             }
             for name, dataset in datasets.items():
                 out["images_per_s"][f"{name} @ {size}"] = rate(lambda: [dataset[i] for i in range(len(dataset))],
                                                               len(dataset))
-            clips = ClipDataset(videos, TrainTransform(size, flip=False), ChunkSpec(24, 2), train=True,
-                                short_side=EvalTransform(size).resize)
-            out["clips_per_s"][f"320x240 MPEG-4 .avi, 12 of 24 frames @ {size}"] = rate(
-                lambda: [clips[i] for i in range(len(clips))], len(clips))
+            chunk, side = ChunkSpec(24, 2), EvalTransform(size).resize
+            for name, videos in (("320x240 MPEG-4 .avi of 120-252 frames", ucf), ("320x240 H.264 .mp4 of 1500 frames", web)):
+                clips = ClipDataset(videos * (8 // len(videos)), TrainTransform(size, flip=False), chunk, train=True,
+                                    short_side=side)
+                out["clips_per_s"][f"{name} @ {size}"] = rate(lambda: [clips[i] for i in range(len(clips))], len(clips))
+            starts = np.random.default_rng(0).integers(0, 1500 - 24, 8)
+            out["clips_per_s"][f"320x240 H.264 .mp4 of 1500 frames, decoded from the start @ {size}"] = rate(
+                lambda: [TrainTransform(size, flip=False)(read_frames(web[0].path, chunk.indices(int(t), 1500), side,
+                                                                      threads=1)) for t in starts], len(starts))
     return out
 
 
@@ -280,31 +308,28 @@ def markdown(result: dict) -> str:
         f"{prep['rounds']} alternating rounds.",
         f"Rerun after adding {prep['rerun']['new_clips']} clips (10 %): {prep['rerun']['seconds']:.2f} s vs "
         f"{prep['rerun']['fresh_seconds']:.2f} s fresh at {w} workers: {prep['rerun']['speedup']:.1f}x "
-        f"(keyframes {prep['rerun']['keyframe_counts']}).",
+        f"(keyframes {prep['rerun']['keyframe_counts']}); a rerun with nothing new: "
+        f"{prep['rerun']['unchanged_seconds']:.2f} s.",
         "",
         f"Projection for UCF-101 ({proj['clips']} clips, {proj['frames'] / 1e6:.1f} M frames): "
         f"{proj['hours_one_core']:.2f} h on one core; on {proj['cores']} cores "
         f"{proj['minutes_perfect_scaling']:.0f} min with perfect scaling, "
         f"{proj['minutes_measured_efficiency']:.0f} min at the efficiency measured here.",
         "",
-        "## Loader, one worker (one core)",
+        f"## Loader, one worker (one core), against the training step ({step['preset']} preset on {step['device']})",
         "",
-        "| what | per worker |",
-        "|---|---:|",
-        *[f"| images {k} | {v:.0f} images/s |" for k, v in loader["images_per_s"].items()],
-        *[f"| clips {k} | {v:.1f} clips/s |" for k, v in loader["clips_per_s"].items()],
+        "| stage | crop | items/step | step | consumes |",
+        "|---|---:|---:|---:|---:|",
+        *[f"| {stage} | {step[stage]['size']} | {step[stage]['items_per_step']} | {step[stage]['step_s'] * 1e3:.0f} ms "
+          f"| {step[stage]['items_per_s']:.0f} {unit}/s |" for stage, unit in (("image", "images"), ("video", "clips"))],
         "",
-        f"## Training step consumption ({step['preset']} preset on {step['device']})",
-        "",
-        "| stage | crop | items/step | step | consumes | loader workers needed (slowest input above at this crop, full decode aside) |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| input @ crop | per worker | workers to feed the {step['preset']} step |",
+        "|---|---:|---:|",
     ]
     for stage, unit, key in (("image", "images", "images_per_s"), ("video", "clips", "clips_per_s")):
-        s = step[stage]
-        rates = [v for k, v in loader[key].items() if k.endswith(f"@ {s['size']}") and "full decode" not in k]
-        needed = f"{s['items_per_s'] / min(rates):.1f}" if rates else "-"
-        lines.append(f"| {stage} | {s['size']} | {s['items_per_step']} | {s['step_s'] * 1e3:.0f} ms "
-                     f"| {s['items_per_s']:.0f} {unit}/s | {needed} |")
+        for name, per_worker in loader[key].items():
+            feeds = step[stage]["items_per_s"] / per_worker if name.endswith(f"@ {step[stage]['size']}") else None
+            lines.append(f"| {unit}: {name} | {per_worker:.1f} {unit}/s | {'-' if feeds is None else f'{feeds:.1f}'} |")
     return "\n".join(lines) + "\n"
 
 
