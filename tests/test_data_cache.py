@@ -143,3 +143,5 @@ def test_data_prepare_data_cli_workers(tiny_dataset, mini_copy, tmp_path, capsys
     assert "0 extracted" in capsys.readouterr().out
     assert main(["prepare-data", str(root), "--workers", "0"]) == 2
     assert "workers must be an integer >= 1" in capsys.readouterr().err
+    assert main(["prepare-data", str(root), "--image-side", "0"]) == 2
+    assert "image_side must be >= 1" in capsys.readouterr().err

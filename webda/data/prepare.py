@@ -111,6 +111,8 @@ def prepare(
     ``workers``: processes per step (default: one per core).
     """
     workers = check_workers(workers)
+    if image_side is not None and image_side < 1:
+        raise ValueError(f"image_side must be >= 1 (or None), got {image_side}")
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(root) / CACHE_NAME
     clock = [time.perf_counter()]
     layout = discover(root, show_progress=show_progress, workers=workers, cache_dir=cache_dir)

@@ -194,6 +194,14 @@ def extract_task(task) -> object:
     return {"shots": [[s.start, s.end] for s in shots], "files": files}
 
 
+def hash_task(path) -> str:
+    """Worker: the content hash of ``path``, or "!" and the reason it cannot be read."""
+    try:
+        return fingerprint(path)
+    except OSError as err:
+        return f"!{path}: cannot read ({err})"
+
+
 def _entry_is_sound(entry, cache_dir: Path) -> bool:
     """Whether a cache entry covers its video with shots and its keyframe files have their sizes."""
     try:
@@ -231,8 +239,13 @@ def extract_keyframes(
     journal = Journal(cache_dir / INDEX_NAME)
     digests = dict(fingerprints or {})
     unknown = [Path(v.path) for v in videos if Path(v.path) not in digests]
-    for i, digest in run_tasks(fingerprint, unknown, workers, "hashing videos", "file", show_progress):
+    skips = SkipLog()
+    for i, digest in run_tasks(hash_task, unknown, workers, "hashing videos", "file", show_progress):
         digests[unknown[i]] = digest
+    for video in videos:
+        if digests[Path(video.path)].startswith("!"):
+            skips.skip(video.path, digests[Path(video.path)][1:])
+    videos = [v for v in videos if not digests[Path(v.path)].startswith("!")]
 
     def key(video) -> str:
         return f"{digests[Path(video.path)]}:{settings.key}"
@@ -254,7 +267,7 @@ def extract_keyframes(
             journal.forget(key(pending[i]))
         else:
             journal.put(key(pending[i]), entry)
-    skips, keyframes = SkipLog(), []
+    keyframes = []
     for video in videos:
         if key(video) in failed:
             skips.skip(video.path, failed[key(video)])
