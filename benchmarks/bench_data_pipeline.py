@@ -116,12 +116,13 @@ def on_cores(n: int):
 
 def time_prepare(root: Path, workers: int, cache: Path, start_from: Optional[Path] = None):
     """(seconds, PreparedData) of ``prepare`` on ``workers`` cores, the cache a copy of
-    ``start_from`` (None: empty)."""
+    ``start_from`` (None: empty; ``cache`` itself: as it is)."""
     from webda.data.prepare import prepare
 
-    shutil.rmtree(cache, ignore_errors=True)
-    if start_from is not None:
-        shutil.copytree(start_from, cache)
+    if start_from != cache:
+        shutil.rmtree(cache, ignore_errors=True)
+        if start_from is not None:
+            shutil.copytree(start_from, cache)
     with on_cores(workers):
         start = time.perf_counter()
         data = prepare(root, cache, workers=workers, show_progress=False)
