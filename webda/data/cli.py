@@ -28,6 +28,10 @@ def add_parser(subparsers) -> None:
     prep.add_argument("--cache", default=None, help="cache folder (default: ROOT/.webda_cache)")
     prep.add_argument("--threshold", type=float, default=0.9, help="cosine similarity above which a web item is dropped")
     prep.add_argument("--min-shot-len", type=int, default=15, help="shortest shot, in frames (default: 15)")
+    prep.add_argument("--image-side", type=int, default=512, metavar="PX",
+                      help="keyframes and copies of larger web images are cached at this shorter side (default: 512)")
+    prep.add_argument("--workers", type=int, default=None, metavar="N",
+                      help="processes for checking files, keyframes and embedding (default: one per core)")
     prep.set_defaults(func=_prepare_data)
 
 
@@ -52,13 +56,9 @@ def _prepare_data(args) -> int:
     from webda.data.prepare import prepare
 
     try:
-        data = prepare(args.root, args.cache, threshold=args.threshold, min_shot_len=args.min_shot_len)
+        data = prepare(args.root, args.cache, threshold=args.threshold, min_shot_len=args.min_shot_len,
+                       image_side=args.image_side, workers=args.workers)
     except ValueError as err:
         raise UserError(str(err)) from err
-    print(data.layout.summary())
-    print(f"{len(data.keyframes.keyframes)} keyframes cached; {data.keyframes.skips.summary()}")
-    dropped = data.overlap_report["dropped"]
-    print(f"overlap removal (cosine > {args.threshold}): dropped "
-          f"{sum(r['kind'] == 'web_image' for r in dropped)} web images and "
-          f"{sum(r['kind'] == 'web_video' for r in dropped)} web videos")
+    print(data.summary())
     return 0
