@@ -8,7 +8,7 @@ import pytest
 
 import webda.data.shots as shots_module
 from webda.cli import main
-from webda.data.cache import Journal, VectorStore
+from webda.data.cache import DamagedCacheWarning, Journal, VectorStore
 from webda.data.prepare import prepare
 
 
@@ -102,7 +102,11 @@ def test_data_damaged_cache_entries_are_rebuilt(tiny_dataset, mini_copy, tmp_pat
     for shard in (cache / "embeddings").rglob("*.npz"):
         shard.write_bytes(shard.read_bytes()[:200])
 
-    again = _prepare(root, cache)
+    with pytest.warns(DamagedCacheWarning) as caught:
+        again = _prepare(root, cache)
+    assert sorted(str(w.message).split(":")[0] for w in caught) == [  # one line per damaged file
+        f"cache index {cache / 'files.jsonl'}", f"cache index {cache / 'keyframes.jsonl'}",
+        f"cache shard {cache / 'embeddings' / 'default' / '000000.npz'}"]
     assert again.keyframes.counts["extracted"] == 2 and again.keyframes.counts["damaged"] == 2
     assert again.layout.files_reused == len(again.layout.fingerprints) - 1
     assert again.cache_counts["embeddings_reused"] == 0
@@ -117,7 +121,8 @@ def test_data_journal_drops_a_cut_line_and_compacts(tmp_path):
     journal.put("a", {"x": 2})
     with open(tmp_path / "j.jsonl", "a") as f:
         f.write('{"crc": 1, "key": "c", "rec')  # a crash in the middle of a write
-    again = Journal(tmp_path / "j.jsonl")
+    with pytest.warns(DamagedCacheWarning, match="1 damaged line"):
+        again = Journal(tmp_path / "j.jsonl")
     assert again.records == {"a": {"x": 2}, "b": [1, 2]} and again.damaged == 1
     assert again.compact(["a"]) == ["b"]
     assert len((tmp_path / "j.jsonl").read_text().splitlines()) == 1

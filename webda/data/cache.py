@@ -17,6 +17,10 @@ Storage, both append-only until compacted:
 - :class:`VectorStore`: float32 vectors in ``.npz`` shards, one written every
   ``shard_size`` new vectors. A shard that does not load (zip CRC) or has the wrong shapes
   or non-finite values is deleted and its vectors computed again.
+
+A journal with dropped lines, or a deleted shard, gives one :class:`DamagedCacheWarning`
+naming the file. The users of a record check its shape and the files it names before
+trusting it (a record of another format or version is computed again).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -32,6 +37,10 @@ from typing import Dict, Iterable, List, Optional
 import numpy as np
 
 _CHUNK = 1 << 20
+
+
+class DamagedCacheWarning(UserWarning):
+    """Issued once for each damaged cache file; what it held is computed again."""
 
 
 def fingerprint(path) -> str:
@@ -52,11 +61,13 @@ def atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def files_intact(cache_dir: Path, files) -> bool:
-    """Whether every ``[name, size]`` of ``files`` is a file of that many bytes under ``cache_dir``."""
+def files_intact(cache_dir: Path, entry) -> bool:
+    """Whether ``entry["files"]`` is a non-empty list of ``[name, size]``, each a file of that many
+    bytes under ``cache_dir``."""
     try:
-        return all((Path(cache_dir) / name).stat().st_size == size for name, size in files)
-    except (TypeError, ValueError, OSError):
+        files = entry["files"]
+        return bool(files) and all((Path(cache_dir) / name).stat().st_size == size for name, size in files)
+    except (TypeError, ValueError, KeyError, OSError):
         return False
 
 
@@ -95,6 +106,9 @@ class Journal:
             else:
                 self.damaged += 1
         self._stale_lines = len(lines) - len(self.records)
+        if self.damaged:
+            warnings.warn(f"cache index {self.path}: {self.damaged} damaged line(s) dropped (a crash mid-write or a "
+                          "damaged disk); what they held is computed again", DamagedCacheWarning, stacklevel=2)
 
     def get(self, key: str):
         return self.records.get(key)
@@ -143,13 +157,15 @@ class VectorStore:
                 self.damaged += 1
                 shard.unlink(missing_ok=True)
                 self._shards.remove(shard)
+                warnings.warn(f"cache shard {shard}: damaged, deleted; its vectors are computed again",
+                              DamagedCacheWarning, stacklevel=2)
             else:
                 self.vectors.update(loaded)
 
     @staticmethod
     def _load(shard: Path) -> Optional[Dict[str, np.ndarray]]:
         try:
-            with np.load(shard, allow_pickle=False) as data:
+            with open(shard, "rb") as f, np.load(f, allow_pickle=False) as data:  # np.load leaves a bad file open
                 keys, vectors = data["keys"], data["vectors"]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None

@@ -19,6 +19,7 @@ def add_parser(subparsers) -> None:
     make.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: 0)")
     make.add_argument("--classes", type=int, default=None, metavar="K",
                       help="number of classes, 2-10 (default: the preset's)")
+    make.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     make.set_defaults(func=_make_dataset)
 
     prep = subparsers.add_parser(
@@ -32,6 +33,7 @@ def add_parser(subparsers) -> None:
                       help="keyframes and copies of larger web images are cached at this shorter side (default: 512)")
     prep.add_argument("--workers", type=int, default=None, metavar="N",
                       help="processes for checking files, keyframes and embedding (default: one per core)")
+    prep.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     prep.set_defaults(func=_prepare_data)
 
 
@@ -40,7 +42,7 @@ def _make_dataset(args) -> int:
 
     start = time.perf_counter()
     try:
-        card = generate(args.out, args.preset, args.seed, num_classes=args.classes)
+        card = generate(args.out, args.preset, args.seed, num_classes=args.classes, show_progress=args.progress)
     except ValueError as err:
         raise UserError(str(err)) from err
     kinds = {}
@@ -57,7 +59,7 @@ def _prepare_data(args) -> int:
 
     try:
         data = prepare(args.root, args.cache, threshold=args.threshold, min_shot_len=args.min_shot_len,
-                       image_side=args.image_side, workers=args.workers)
+                       image_side=args.image_side, workers=args.workers, show_progress=args.progress)
     except ValueError as err:
         raise UserError(str(err)) from err
     print(data.summary())

@@ -76,7 +76,7 @@ def downscaled_copies(
     key = {path: f"{fingerprints[path]}:{side}" for path in large}
     todo = {}  # one task per distinct content
     for path in large:
-        if not files_intact(cache_dir, (journal.get(key[path]) or {}).get("files", [None])):
+        if not files_intact(cache_dir, journal.get(key[path])):
             todo.setdefault(key[path], path)
     pending = list(todo.items())
     tasks = [(path, f"{COPY_DIR}/{side}/{fingerprints[path]}.jpg", side, cache_dir) for _, path in pending]

@@ -18,16 +18,18 @@ Class folders are read recursively: a crawler's one folder per query (``web_imag
 else is ignored and counted by extension in the summary ("ignored: 3 .txt, 2 .heic"): files of
 another kind, hidden files and folders (names starting with "."), and files outside any class
 folder. :func:`discover` then checks each media file (in ``workers`` processes) and skips
-unreadable ones with one warning each. With a cache folder, a file whose path, size and
-modification time match the cache is not read again (see :mod:`webda.data.cache`).
+unreadable ones with one warning each (a dangling link or a link loop is unreadable too; so are
+a folder that cannot be listed and a folder link to a folder already read). With a cache
+folder, a file whose path, size and modification time match the cache is not read again (see
+:mod:`webda.data.cache`).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from webda.data.cache import Journal, fingerprint
 from webda.data.images import IMAGE_EXTENSIONS, probe_image
@@ -38,6 +40,7 @@ from webda.errors import UserError
 
 UNLABELED = -1
 FILES_JOURNAL = "files.jsonl"
+_PROBE_FORMAT = 2  # of the files journal's records: a new value when what the probes accept changes
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,31 @@ class DatasetLayout:
             raise UserError(f"no target split {split!r} under {self.root / 'target'}; found {sorted(self.target)}")
         return self.target[split]
 
+    def without(self, paths: Iterable) -> "DatasetLayout":
+        """This layout less the items of ``paths`` (files found unreadable after discovery);
+        :class:`~webda.errors.UserError` as :func:`discover` when a class or a target split is left
+        with nothing readable."""
+        paths = {Path(p) for p in paths}
+
+        def keep(items):
+            return [item for item in items if item.path not in paths]
+
+        layout = replace(self, web_images=keep(self.web_images), web_videos=keep(self.web_videos),
+                         target={split: keep(videos) for split, videos in self.target.items()})
+        layout._check_readable()
+        return layout
+
+    def _check_readable(self) -> None:
+        """:class:`~webda.errors.UserError` unless every class has a web image or video and every
+        target split a video."""
+        for label, name in enumerate(self.classes):
+            if not any(i.label == label for i in self.web_images) and not any(v.label == label for v in self.web_videos):
+                raise UserError(f"class {name!r} has no readable files in {self.root / 'web_images'} or "
+                                f"{self.root / 'web_videos'}")
+        for split, videos in self.target.items():
+            if not videos:
+                raise UserError(f"no readable target videos for target split {split!r} under {self.root / 'target'}")
+
     def summary(self) -> str:
         """Counts of what was found, per kind, and of what was skipped or ignored."""
         target = ", ".join(f"{len(v)} target/{k}" for k, v in self.target.items())
@@ -97,14 +125,20 @@ def _hidden(path: Path) -> bool:
 
 def _media_files(folder: Path, extensions: Sequence[str], skips: SkipLog) -> List[Path]:
     """Files with one of ``extensions`` under ``folder`` and its sub-folders, sorted (folder links
-    followed, each real folder once); the rest goes to ``skips.ignore``."""
-    found, ignored, seen = [], [], set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    followed, each real folder once); the rest goes to ``skips.ignore``. A folder that cannot be
+    listed, or a folder link that leads to a folder already read (a loop), is skipped."""
+    found, ignored, seen = [], [], {}
+
+    def unlisted(err: OSError) -> None:
+        skips.skip(Path(err.filename), f"cannot list folder ({err.strerror})")
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unlisted, followlinks=True):
         stat = os.stat(dirpath)
-        if (stat.st_dev, stat.st_ino) in seen:  # a link back up the tree
+        first = seen.setdefault((stat.st_dev, stat.st_ino), dirpath)
+        if first != dirpath:  # a folder link: to a folder above (a loop) or beside it
+            skips.skip(Path(dirpath), f"folder already read as {first}")
             dirnames[:] = []
             continue
-        seen.add((stat.st_dev, stat.st_ino))
         here = Path(dirpath)
         ignored += [here / d for d in dirnames if d.startswith(".")]
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -202,7 +236,7 @@ class _Checker:
             if digest is not None and stat is not None:
                 info = list(outcome) if kind == "images" else outcome.as_record()
                 self.journal.put(stat[0], {"size": stat[1], "mtime_ns": stat[2], "sha256": digest, "kind": kind,
-                                           "info": info})
+                                           "info": info, "format": _PROBE_FORMAT})
         items = {}
         for path, label, kind in entries:
             digest, outcome = results[path]
@@ -233,7 +267,8 @@ class _Checker:
         """(hash, probe result) from the journal's record of ``stat``'s path, if it still matches."""
         record = self.journal.get(stat[0]) if stat is not None else None
         try:
-            if (record["size"], record["mtime_ns"], record["kind"]) != (stat[1], stat[2], kind):
+            if (record["size"], record["mtime_ns"], record["kind"], record["format"]) != (
+                    stat[1], stat[2], kind, _PROBE_FORMAT):
                 return None
             if kind == "images":
                 width, height = record["info"]
@@ -282,13 +317,8 @@ def discover(root, show_progress: bool = False, workers: Optional[int] = None, c
     checker.finish()
     web_images = [found[p] for p, _ in image_pairs if p in found]
     web_videos = [found[p] for p, _ in video_pairs if p in found]
-    for label, name in enumerate(classes):
-        if not any(i.label == label for i in web_images) and not any(v.label == label for v in web_videos):
-            raise UserError(f"class {name!r} has no readable files in {web_images_dir} or {web_videos_dir}")
-    target = {}
-    for (split, split_dir), pairs in zip(splits.items(), target_pairs.values()):
-        target[split] = [found[p] for p, _ in pairs if p in found]
-        if not target[split]:
-            raise UserError(f"no readable target videos in {split_dir}")
-    return DatasetLayout(root, classes, web_images, web_videos, target, skips, checker.image_sizes, checker.fingerprints,
-                         checker.reused)
+    target = {split: [found[p] for p, _ in pairs if p in found] for split, pairs in target_pairs.items()}
+    layout = DatasetLayout(root, classes, web_images, web_videos, target, skips, checker.image_sizes,
+                           checker.fingerprints, checker.reused)
+    layout._check_readable()
+    return layout

@@ -97,6 +97,7 @@ def embed_images(
     cache: Optional[VectorStore] = None,
     keys: Optional[Dict[Path, str]] = None,
     show_progress: bool = True,
+    skips: Optional[SkipLog] = None,
 ) -> torch.Tensor:
     """L2-normalised embeddings (N, D) of image files, in ``items`` order.
 
@@ -104,7 +105,7 @@ def embed_images(
     (default: :func:`default_transform`); with ``workers`` > 1 it must pickle. ``cache``: a
     store of embeddings by ``keys[path]`` (default: the file's content hash), read and filled;
     used only with the default ``embed_fn`` and ``transform`` (:func:`cacheable`). Rows of
-    unreadable files are NaN (one warning each).
+    unreadable files are NaN; the files are recorded in ``skips`` (one warning each).
     """
     workers = check_workers(workers)
     if not cacheable(embed_fn, transform):
@@ -126,7 +127,7 @@ def embed_images(
     missing = [i for i in range(len(paths)) if i not in rows]
     batches = [missing[k:k + batch_size] for k in range(0, len(missing), batch_size)]
     tasks = [([paths[i] for i in batch], transform) for batch in batches]
-    skips = SkipLog()
+    skips = skips if skips is not None else SkipLog()
     try:
         for b, (images, failures) in run_tasks(load_batch, tasks, workers, desc, "batch", show_progress):
             read = [i for i, failure in zip(batches[b], failures) if failure is None]
@@ -179,12 +180,15 @@ def remove_overlap(
     cache: Optional[VectorStore] = None,
     keys: Optional[Dict[Path, str]] = None,
     show_progress: bool = True,
+    skips: Optional[SkipLog] = None,
 ) -> OverlapResult:
     """Drop web images and web videos whose embedding is within ``threshold`` cosine of a target keyframe.
 
-    ``keyframes`` must cover ``web_videos`` and ``target_videos``. The report lists, per class,
-    the kept and dropped counts and, for each dropped file, its similarity and the matching
-    target keyframe. ``workers``, ``cache``, ``keys``: as in :func:`embed_images`.
+    ``keyframes`` must cover ``web_videos`` and ``target_videos``. Embedding decodes every web
+    image in full: one that cannot be decoded is not kept (nor counted in the report) and is
+    recorded in ``skips``. The report lists, per class, the kept and dropped counts and, for
+    each dropped file, its similarity and the matching target keyframe. ``workers``, ``cache``,
+    ``keys``: as in :func:`embed_images`.
     """
     if not -1.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
@@ -193,7 +197,7 @@ def remove_overlap(
         raise ValueError("no target keyframes to compare against: extract keyframes of the target videos first")
     video_frames = [(v, kf) for v, video in enumerate(web_videos) for kf in keyframes.of(video.path)]
     embed = dict(embed_fn=embed_fn, transform=transform, batch_size=batch_size, workers=workers, cache=cache, keys=keys,
-                 show_progress=show_progress)
+                 show_progress=show_progress, skips=skips)
     query_items = list(web_images) + [Item(kf.path, kf.label) for _, kf in video_frames]
     embedded = embed_images([Item(kf.path, kf.label) for kf in bank_keyframes] + query_items, desc="embedding", **embed)
     bank, queries = embedded[:len(bank_keyframes)], embedded[len(bank_keyframes):]
@@ -201,9 +205,11 @@ def remove_overlap(
     bank, bank_keyframes = bank[readable], [kf for kf, ok in zip(bank_keyframes, readable) if ok]
     sims, matches = _nearest(queries, bank)
     matched = [bank_keyframes[m] for m in matches.tolist()]
+    image_rows = [i for i, ok in enumerate(~queries[:len(web_images)].isnan().any(dim=1)) if ok]
+    readable_images = [web_images[i] for i in image_rows]
 
     dropped = []
-    for i, item in enumerate(web_images):
+    for i, item in zip(image_rows, readable_images):
         if sims[i] > threshold:
             dropped.append(_drop_record(item, "web_image", sims[i], matched[i], classes))
     best = {}  # web video -> query row of its most similar keyframe
@@ -215,13 +221,13 @@ def remove_overlap(
             dropped.append(_drop_record(web_videos[v], "web_video", sims[row], matched[row], classes))
 
     gone = {record["path"] for record in dropped}
-    kept_images = [i for i in web_images if str(i.path) not in gone]
+    kept_images = [i for i in readable_images if str(i.path) not in gone]
     kept_videos = [v for v in web_videos if str(v.path) not in gone]
     report = {
         "threshold": threshold,
         "embedding": getattr(embed_fn, "__name__", type(embed_fn).__name__),
         "target_keyframes": len(bank_keyframes),
-        "per_class": _per_class(classes, web_images, web_videos, dropped),
+        "per_class": _per_class(classes, readable_images, web_videos, dropped),
         "dropped": dropped,
     }
     if report_path is not None:

@@ -35,6 +35,9 @@ DEFAULT_IMAGE_SIDE = 512
 class PreparedData:
     """A discovered dataset with its keyframe cache and the web items kept after overlap removal.
 
+    ``layout`` holds only the files that decoded in full during preparation: a video whose
+    keyframes cannot be extracted (listed in ``keyframes.skips``) or a web image that cannot be
+    embedded (listed in ``layout.skips``) passed the probe but is left out of every item list.
     ``image_sources``: kept web image -> its downscaled copy, for those that have one (what
     the loader should decode). ``cache_counts``: distinct files whose embedding was reused from
     the cache or computed (``embeddings_reused``, ``embeddings_computed``), downscaled copies
@@ -122,6 +125,7 @@ def prepare(
         videos, cache_dir, threshold=shot_threshold, min_shot_len=min_shot_len, keyframe_side=image_side,
         show_progress=show_progress, workers=workers, fingerprints=layout.fingerprints,
     )
+    layout = layout.without(path for path, _ in keyframes.skips.skipped)
     sources, copies = {}, {"reused": 0, "made": 0}
     if image_side is not None:
         sources, copies = downscaled_copies(layout.web_images, layout.image_sizes, layout.fingerprints, cache_dir,
@@ -135,8 +139,9 @@ def prepare(
     overlap = remove_overlap(
         layout.web_images, layout.web_videos, layout.target_videos(), keyframes, layout.classes,
         threshold=threshold, embed_fn=embed_fn, transform=transform, report_path=cache_dir / "overlap_report.json",
-        workers=workers, cache=store, keys=keys, show_progress=show_progress,
+        workers=workers, cache=store, keys=keys, show_progress=show_progress, skips=layout.skips,
     )
+    layout = layout.without(path for path, _ in layout.skips.skipped)
     live = {keys[Path(i.path)] for i in layout.web_images} | {keys[kf.path] for kf in keyframes.keyframes}
     if store is not None:
         store.compact(live)

@@ -208,7 +208,7 @@ def _entry_is_sound(entry, cache_dir: Path) -> bool:
         shots, files = [tuple(shot) for shot in entry["shots"]], entry["files"]
         starts, ends = [a for a, _ in shots], [b for _, b in shots]
         return bool(shots) and len(files) == len(shots) and starts[0] == 0 and starts[1:] == ends[:-1] and all(
-            a < b for a, b in shots) and files_intact(cache_dir, files)
+            a < b for a, b in shots) and files_intact(cache_dir, entry)
     except (TypeError, KeyError, ValueError):
         return False
 

@@ -22,9 +22,13 @@ from typing import Iterable, List, Tuple
 
 import av
 from PIL import UnidentifiedImageError
+from PIL.Image import DecompressionBombError, DecompressionBombWarning
 
-# What Pillow and PyAV raise on a file they cannot read.
-DECODE_ERRORS = (OSError, EOFError, SyntaxError, ValueError, IndexError, UnidentifiedImageError, av.FFmpegError)
+# What Pillow and PyAV raise on a file they cannot read. Pillow's DecompressionBombWarning is
+# raised as an error where webda opens images (webda.data.images): an image over
+# PIL.Image.MAX_IMAGE_PIXELS is skipped, never decoded.
+DECODE_ERRORS = (OSError, EOFError, SyntaxError, ValueError, IndexError, UnidentifiedImageError, av.FFmpegError,
+                 DecompressionBombError, DecompressionBombWarning)
 
 HIDDEN = "hidden"  # the summary's name for ignored hidden files and folders
 
@@ -63,9 +67,11 @@ class SkipLog:
     ignored: List[Path] = field(default_factory=list)
 
     def skip(self, path: Path, reason: str) -> None:
-        """Record ``path`` as skipped and warn once about it."""
+        """Record ``path`` as skipped and warn once about it (a ``reason`` that starts with the
+        path, as :class:`CorruptFileError` messages do, is kept without it)."""
         if any(p == path for p, _ in self.skipped):
             return
+        reason = reason.removeprefix(f"{path}: ")
         self.skipped.append((Path(path), reason))
         warnings.warn(f"skipping {path}: {reason}", CorruptFileWarning, stacklevel=2)
 

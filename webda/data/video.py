@@ -29,6 +29,12 @@ VIDEO_EXTENSIONS = (
 )
 
 
+def _image_demuxer(name: str) -> bool:
+    """Whether FFmpeg's demuxer ``name`` reads still images (``jpeg_pipe``, ``png_pipe``, ``image2``, ...)
+    or GIFs: such a file is an image whatever its extension, never a video."""
+    return name in ("image2", "image2pipe", "gif", "apng") or name.endswith("_pipe")
+
+
 # FFmpeg's flag of formats whose timestamps may jump (MPEG program and transport streams): after a
 # seek there, frames can come with their neighbours' timestamps, so they are decoded from the start.
 _AVFMT_TS_DISCONT = 0x0200
@@ -73,9 +79,11 @@ def probe_video(path) -> VideoInfo:
     """Open ``path``, count its video packets (demuxing only) and decode its first frame.
 
     Raises :class:`CorruptFileError` when the container, the stream or the first frame is
-    unreadable, or the video has no frames.
+    unreadable, the video has no frames, or the file is an image (a JPEG renamed ``.mp4``).
     """
     with reading(path, "not a readable video"), av.open(str(path)) as container:
+        if _image_demuxer(container.format.name):
+            raise CorruptFileError(f"{path}: not a video (an image: FFmpeg reads it as {container.format.name})")
         if not container.streams.video:
             raise CorruptFileError(f"{path}: no video stream")
         stream = container.streams.video[0]
