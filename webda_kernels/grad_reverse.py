@@ -1,7 +1,8 @@
 """Gradient reversal (DANN, Ganin & Lempitsky): identity forward, ``-coeff * grad`` backward.
 
 Layers, top to bottom: the backends of the backward (reference, C++ CPU, Triton, CUDA),
-the ``webda::grad_reverse_backward`` custom op (with its fake), the autograd Function whose
+the ``webda::grad_reverse_backward`` custom op (with its fake), the ``webda::grad_reverse_coeff``
+op that checks a tensor ``coeff`` in eager and compiled code alike, the autograd Function whose
 forward returns a view of ``x`` (no copy; a custom op may not alias its input, so the
 forward is a Function and only the backward is an op), and the public ``grad_reverse``.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Union
 
 import torch
+import torch.fx.node
 
 from webda_kernels import _dispatch, _extension, _validate
 from webda_kernels._dtypes import FLOATING, accumulation_dtype
@@ -77,6 +79,27 @@ def _(grad, coeff, backend):
     return torch.empty_like(grad, memory_format=torch.preserve_format)
 
 
+@torch.library.custom_op("webda::grad_reverse_coeff", mutates_args=())
+def grad_reverse_coeff(coeff: torch.Tensor) -> torch.Tensor:
+    """A copy of the 0-d float64 ``coeff``; ValueError if it is not finite.
+
+    A custom op rather than a Python check so that a compiled graph checks the value each time
+    it runs, as eager code does (tracing would bake in one check of one value, or skip it)."""
+    if not bool(torch.isfinite(coeff)):
+        raise ValueError(f"grad_reverse: coeff must be finite, got {coeff.item()}")
+    return coeff.clone()
+
+
+@grad_reverse_coeff.register_fake
+def _(coeff):
+    return torch.empty_like(coeff)
+
+
+# The check is the op's point even where nothing reads its result (no gradient flows): a
+# compiled graph must keep it rather than drop it as dead code.
+torch.fx.node.has_side_effect(torch.ops.webda.grad_reverse_coeff.default)
+
+
 class GradReverseFunction(torch.autograd.Function):
     """Forward: a view of ``x`` (same storage). Backward: ``-coeff * grad`` on ``backend``."""
 
@@ -99,9 +122,7 @@ def _coeff_tensor(coeff, x: torch.Tensor) -> torch.Tensor:
             raise TypeError(f"grad_reverse: a tensor coeff must be a 0-d floating tensor, got {coeff.dtype} of shape {tuple(coeff.shape)}")
         if coeff.device != x.device and coeff.device.type != "cpu":
             raise ValueError(f"grad_reverse: coeff is on {coeff.device} but x is on {x.device}")
-        if not torch.compiler.is_compiling() and not bool(torch.isfinite(coeff).all()):
-            raise ValueError(f"grad_reverse: coeff must be finite, got {coeff.item()}")
-        return coeff.detach().reshape(()).to(device=x.device, dtype=torch.float64)
+        return grad_reverse_coeff(coeff.detach().reshape(()).to(device=x.device, dtype=torch.float64))
     value = _validate.finite_number("grad_reverse", "coeff", coeff)
     return torch.full((), value, dtype=torch.float64, device=x.device)
 
