@@ -55,12 +55,7 @@ REQUIRED = ("stage", "config", "classes", "step", "model")
 def read(path) -> Dict[str, Any]:
     """Load a checkpoint file; :class:`UserError` if it is missing or not a webda checkpoint."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises many kinds for a damaged or foreign file
-        raise UserError(f"{path} is not a readable checkpoint ({type(err).__name__}: {_first_line(err)})") from None
+    ckpt = _load(path, "checkpoint", "is not a readable checkpoint", weights_only=False)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a webda checkpoint (written by webda train-image / train-video)")
     if ckpt.get("version") != VERSION:
@@ -75,19 +70,25 @@ def read_state_dict(path, what: str) -> Dict[str, torch.Tensor]:
     """A ``state_dict`` saved with ``torch.save`` (names to tensors), loaded with ``weights_only=True``
     (no code in the file runs); :class:`UserError` naming ``what`` and the file if it is anything else."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for a damaged or foreign file
-        # torch's own message would suggest weights_only=False: never for a file we cannot vouch for
-        hint = ("it is a webda checkpoint, whose network stage 2 reads with --init" if _is_checkpoint(path)
-                else f"torch.load cannot read it: {type(err).__name__}")
-        raise UserError(f"{what} {path} is not a state_dict saved with torch.save ({hint})") from None
+    state = _load(path, what, "is not a state_dict saved with torch.save", weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise UserError(f"{what} {path} is not a state_dict (a dict of named tensors) but a {type(state).__name__}")
     return state
+
+
+def _load(path: Path, what: str, unreadable: str, weights_only: bool) -> Any:
+    """``torch.load`` of ``path`` onto the CPU; :class:`UserError` "``what`` ``path`` does not exist" or
+    "``path`` ``unreadable`` (why)"."""
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # torch raises many kinds for a damaged or foreign file
+        # torch's own message may suggest weights_only=False: never for a file we cannot vouch for
+        why = ("it is a webda checkpoint, whose network stage 2 reads with --init"
+               if weights_only and _is_checkpoint(path) else f"torch.load: {type(err).__name__}")
+        raise UserError(f"{what} {path} {unreadable} ({why})") from None
 
 
 def _is_checkpoint(path: Path) -> bool:
