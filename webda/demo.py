@@ -21,7 +21,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from webda.config import TrainConfig
+from webda.config import SEED_BOUNDS, TrainConfig, flag_type
 from webda.errors import UserError
 
 # Evaluations on the target test split per training run (points of the accuracy curve).
@@ -39,13 +39,15 @@ def run_demo(out, preset: str = "small", seed: int = 0, progress: bool = True) -
     """Run every step into ``out`` (new or empty); returns the report's ``report.md``."""
     from webda.data.prepare import prepare
     from webda.data.synthetic import generate
+    from webda.paths import output_folder
     from webda.report.demo_report import DATA, IMAGE, IMAGE_NO_DA, VIDEO, build_report
     from webda.train.engine import train
     from webda.train.stages import IMAGE_STAGE, VIDEO_STAGE
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    if out.is_dir() and any(out.iterdir()):
         raise UserError(f"{out} is not empty: pass a new --out folder (or delete this one)")
+    output_folder(out, "--out")
     data = out / DATA
     common = dict(data=str(data), seed=seed, progress=progress)
     start = time.perf_counter()
@@ -78,7 +80,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--preset", choices=["tiny", "small"], default="small",
                         help="dataset and training size (default: small)")
     parser.add_argument("--out", default="webda-demo", help="output folder, new or empty (default: webda-demo)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the dataset and the training runs (default: 0)")
+    parser.add_argument("--seed", type=flag_type(int, SEED_BOUNDS), default=0,
+                        help="seed of the dataset and the training runs (default: 0)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.set_defaults(func=_run)
 

@@ -123,13 +123,26 @@ def _block_backend() -> Optional[str]:
     return _BLOCK_BACKEND.get()
 
 
+def environment_backend() -> Optional[str]:
+    """The backend that ``WEBDA_KERNELS_BACKEND`` makes ``auto`` mean, or None when it is unset,
+    empty or "auto".
+
+    Raises:
+        ValueError: the variable names no backend (a typo must not silently leave ``auto`` on).
+    """
+    env = os.environ.get(ENV_BACKEND, "auto").strip() or "auto"
+    if env not in ("auto",) + BACKENDS:
+        raise ValueError(f"{ENV_BACKEND}={env!r} is not one of {('auto',) + BACKENDS}")
+    return None if env == "auto" else env
+
+
 def _auto_override() -> Tuple[Optional[str], str]:
     """What replaces ``auto`` here, and where it comes from: (None, "") if nothing does."""
     block = _block_backend() if _BLOCKS_USED else None
     if block is not None:
         return block, "use_backend"
-    env = os.environ.get(ENV_BACKEND, "auto").strip() or "auto"
-    return (None, "") if env == "auto" else (env, ENV_BACKEND)
+    env = environment_backend()
+    return (None, "") if env is None else (env, ENV_BACKEND)
 
 
 def resolve(spec: OpSpec, backend: str, device: torch.device, dtype: torch.dtype) -> str:

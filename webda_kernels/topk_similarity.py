@@ -193,7 +193,8 @@ def _(query, bank, k, weight, backend):
     return query.new_empty((query.shape[0], k)), query.new_empty((query.shape[0], k), dtype=torch.int64)
 
 
-def _check_inputs(query, bank, k, weight) -> None:
+def _check_inputs(query, bank, k, weight) -> int:
+    """Raise for bad arguments; returns ``k`` as a Python int."""
     op = "topk_similarity"
     _validate.floating_tensor(op, "query", query, ndim=2)
     _validate.floating_tensor(op, "bank", bank, ndim=2)
@@ -207,7 +208,7 @@ def _check_inputs(query, bank, k, weight) -> None:
         raise ValueError(f"{op}: weight must have shape ({dim}, {dim}) for {dim}-feature rows, got {tuple(weight.shape)}")
     if bank.shape[0] == 0:
         raise ValueError(f"{op}: bank is empty (shape {tuple(bank.shape)}); it needs at least k rows")
-    _validate.integer(op, "k", k)
+    k = _validate.integer(op, "k", k)
     if not 1 <= k <= bank.shape[0]:
         raise ValueError(f"{op}: k must be in [1, {bank.shape[0]}] (the bank's rows), got {k}")
     if torch.is_grad_enabled():
@@ -217,6 +218,7 @@ def _check_inputs(query, bank, k, weight) -> None:
                     f"{op} is not differentiable, but {name} requires grad; call it under torch.no_grad() "
                     f"or pass {name}.detach()"
                 )
+    return k
 
 
 def topk_similarity(
@@ -257,7 +259,7 @@ def topk_similarity(
             bank, ``k`` outside [1, Nb], mixed devices, an input that requires grad while
             gradients are enabled, or a ``backend`` that cannot serve the inputs.
     """
-    _check_inputs(query, bank, k, weight)
+    k = _check_inputs(query, bank, k, weight)
     spec = SPEC if bank.shape[0] >= max(CPU_MIN_BANK, CPU_MIN_BANK_PER_K * k) else _SMALL_SPEC
     resolved = _dispatch.resolve(spec, backend, query.device, query.dtype)
     if resolved in ("triton", "cuda") and (k > GPU_MAX_K or bank.shape[0] > GPU_MAX_BANK):

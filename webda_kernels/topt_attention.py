@@ -59,7 +59,7 @@ def _project(src: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 def _normalise(scores: torch.Tensor, temperature: float, softmax: bool, dtype: torch.dtype) -> torch.Tensor:
     """The op's output from accumulation-dtype scores: the scores, or their softmax over the batch."""
-    return (torch.softmax(scores / temperature, dim=0) if softmax else scores).to(dtype)
+    return (reference.temperature_softmax(scores, temperature) if softmax else scores).to(dtype)
 
 
 def _fits_one_program(src: torch.Tensor, tgt: torch.Tensor) -> bool:
@@ -183,7 +183,8 @@ def _backward(ctx, grad_out, grad_indices, grad_projected):
 topt_attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _check_and_resolve(op: str, src, tgt, weight, top_t, backend: str) -> str:
+def _check_and_resolve(op: str, src, tgt, weight, top_t, backend: str) -> Tuple[str, int]:
+    """Raise for bad arguments; returns the backend to run and ``top_t`` as a Python int."""
     _validate.floating_tensor(op, "src", src, ndim=2)
     _validate.floating_tensor(op, "tgt", tgt, ndim=2)
     _validate.floating_tensor(op, "weight", weight, ndim=2)
@@ -193,13 +194,33 @@ def _check_and_resolve(op: str, src, tgt, weight, top_t, backend: str) -> str:
         raise ValueError(f"{op}: tgt has {tgt.shape[1]} features per row but src has {dim}")
     if tuple(weight.shape) != (dim, dim):
         raise ValueError(f"{op}: weight must be ({dim}, {dim}) for src of {dim} features, got {tuple(weight.shape)}")
-    _validate.integer(op, "top_t", top_t)
+    top_t = _validate.integer(op, "top_t", top_t)
     if tgt.shape[0] == 0:
         raise ValueError(f"{op}: tgt is empty; top_t needs at least one target row")
     if not 1 <= top_t <= tgt.shape[0]:
         raise ValueError(f"{op}: top_t must be in [1, Nt = {tgt.shape[0]}], got {top_t}")
     spec = SPEC if src.shape[0] * tgt.shape[0] >= CPU_MIN_PAIRS else _SMALL_SPEC
-    return _dispatch.resolve(spec, backend, src.device, src.dtype)
+    return _dispatch.resolve(spec, backend, src.device, src.dtype), top_t
+
+
+def _temperature(value, dtype: torch.dtype) -> float:
+    """``value`` if it is a positive float that the accumulation dtype of ``dtype`` inputs holds as a
+    normal number (else the softmax input would be 0 or inf), else TypeError/ValueError."""
+    temperature = _validate.finite_number("topt_attention", "temperature", value)
+    if temperature <= 0:
+        raise ValueError(f"topt_attention: temperature must be > 0, got {temperature}")
+    acc = torch.finfo(accumulation_dtype(dtype))
+    if not acc.tiny <= temperature <= acc.max:
+        raise ValueError(f"topt_attention: temperature {temperature} cannot be represented in {acc.dtype}, the "
+                         f"softmax's dtype for {dtype} inputs; use one in [{acc.tiny:.3g}, {acc.max:.3g}]")
+    return temperature
+
+
+def _reference(fn, src, tgt, weight, *args) -> torch.Tensor:
+    """The reference ``fn`` run in the accumulation dtype (as every other backend computes), the result
+    in ``src``'s dtype: a float16 similarity that overflows must not turn the answer into NaN."""
+    acc = accumulation_dtype(src.dtype)
+    return fn(src.to(acc), tgt.to(acc), weight.to(acc), *args).to(src.dtype)
 
 
 def topt_scores(src: torch.Tensor, tgt: torch.Tensor, weight: torch.Tensor, top_t: int, backend: str = "auto") -> torch.Tensor:
@@ -224,10 +245,10 @@ def topt_scores(src: torch.Tensor, tgt: torch.Tensor, weight: torch.Tensor, top_
         ValueError: wrong ranks or shapes, devices differ, ``tgt`` is empty, ``top_t`` is out of
             range, or ``backend`` cannot serve the inputs.
     """
-    resolved = _check_and_resolve("topt_scores", src, tgt, weight, top_t, backend)
+    resolved, top_t = _check_and_resolve("topt_scores", src, tgt, weight, top_t, backend)
     with without_autocast(src.device):
         if resolved == "reference":  # plain torch autograd: no custom op to pay for
-            return reference.topt_scores(src, tgt, weight, top_t)
+            return _reference(reference.topt_scores, src, tgt, weight, top_t)
         return topt_attention_op(src, tgt, weight, top_t, 1.0, False, resolved)[0]
 
 
@@ -239,7 +260,9 @@ def topt_attention(
 
     Args:
         src, tgt, weight, top_t, backend: as in :func:`topt_scores`.
-        temperature: softmax temperature, a finite float > 0.
+        temperature: softmax temperature, a float > 0 that float32 (float64 for float64 inputs)
+            holds as a normal number: at least 1.2e-38 (2.2e-308). A tiny temperature gives the
+            limit, weight 1 on the highest score (shared among equal ones).
 
     Returns:
         (Ns,) weights in ``src``'s dtype that sum to 1 over the source batch; differentiable in
@@ -247,13 +270,11 @@ def topt_attention(
 
     Raises:
         TypeError, ValueError: as in :func:`topt_scores`; ValueError also if ``temperature`` is
-            not a finite positive number.
+            not a finite positive number in that range.
     """
-    resolved = _check_and_resolve("topt_attention", src, tgt, weight, top_t, backend)
-    temperature = _validate.finite_number("topt_attention", "temperature", temperature)
-    if temperature <= 0:
-        raise ValueError(f"topt_attention: temperature must be > 0, got {temperature}")
+    resolved, top_t = _check_and_resolve("topt_attention", src, tgt, weight, top_t, backend)
+    temperature = _temperature(temperature, src.dtype)
     with without_autocast(src.device):
         if resolved == "reference":  # plain torch autograd: no custom op to pay for
-            return reference.topt_attention(src, tgt, weight, top_t, temperature)
+            return _reference(reference.topt_attention, src, tgt, weight, top_t, temperature)
         return topt_attention_op(src, tgt, weight, top_t, temperature, True, resolved)[0]

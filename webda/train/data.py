@@ -22,7 +22,7 @@ from webda.config import ImageConfig, TrainConfig, VideoConfig
 from webda.data.clips import ChunkSpec
 from webda.data.datasets import ClipDataset, ImageDataset
 from webda.data.layout import VideoItem
-from webda.data.prepare import PreparedData, prepare
+from webda.data.prepare import DEFAULT_IMAGE_SIDE, PreparedData, prepare
 from webda.data.transforms import EvalTransform, TrainTransform
 from webda.errors import UserError
 
@@ -37,9 +37,11 @@ class StageData:
 
 
 def prepare_data(cfg: TrainConfig) -> PreparedData:
-    """:func:`webda.data.prepare.prepare` of the run's dataset root; :class:`UserError` for a bad one."""
+    """:func:`prepare` with a process per core; large images cached at least at the size the crops need."""
+    image_side = max(DEFAULT_IMAGE_SIDE, TrainTransform(cfg.size).source_side)
     try:
-        return prepare(cfg.data, cfg.cache_dir or None, threshold=cfg.overlap_threshold, show_progress=cfg.progress)
+        return prepare(cfg.data, cfg.cache_dir or None, threshold=cfg.overlap_threshold, image_side=image_side,
+                       show_progress=cfg.progress)
     except ValueError as err:
         raise UserError(f"preparing {cfg.data}: {err}") from err
 
@@ -64,7 +66,7 @@ def image_data(cfg: ImageConfig) -> StageData:
     train = TrainTransform(cfg.size, flip=cfg.flip)
     branches: Dict[str, Dataset] = {"target": ImageDataset(prepared.target_frames("train"), train)}
     if "I" in cfg.branches:
-        branches["image"] = ImageDataset(prepared.web_images, train)
+        branches["image"] = ImageDataset(prepared.web_images, train, sources=prepared.image_sources)
     if "F" in cfg.branches:
         branches["frame"] = ImageDataset(prepared.web_frames(), train)
     return StageData(prepared, branches, evaluation_data(cfg, prepared.eval_videos("test")))

@@ -32,6 +32,7 @@ from webda.distributed import pick_device
 from webda.errors import UserError
 from webda.evaluate import accuracy_report, predict_videos
 from webda.models.method import WebDAModel
+from webda.paths import output_folder
 from webda.train.data import StageData
 from webda.train.metrics import MetricsLog, RunningMetrics
 from webda.train.optimizer import build_optimizer
@@ -40,6 +41,7 @@ from webda.train.stages import STAGES, Stage
 
 CHECKPOINT = "last.pt"
 METRICS = "metrics.jsonl"
+_DIVERGED_HINT = "lower --lr (or --temporal-lr in stage 2) or check the data"
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -84,7 +86,13 @@ class _Run:
         return report
 
     def save(self, step: int) -> None:
-        """``OUT/last.pt`` (rank 0), then every rank waits for it."""
+        """``OUT/last.pt`` (rank 0), then every rank waits for it. :class:`UserError` instead if a
+        weight is not finite: the last update diverged, and a checkpoint of it would be trusted by
+        ``--resume`` and ``webda evaluate`` (every rank holds the same weights, so all raise)."""
+        bad = checkpoint.non_finite(self.model.state_dict())
+        if bad:
+            raise UserError(f"training diverged: after step {step} {len(bad)} weight tensors are not finite "
+                            f"(e.g. {bad[0]!r}), so no checkpoint was written; {_DIVERGED_HINT}")
         if self.main:
             checkpoint.save(self.out / CHECKPOINT, {
                 "stage": self.stage.name, "config": to_dict(self.cfg), "classes": self.classes, "step": step,
@@ -144,8 +152,9 @@ def _set_up(cfg: TrainConfig, stage: Stage, device: torch.device) -> _Run:
     """Data, training model, optimiser and loader of a run; a resumed run continues the state of
     ``OUT/last.pt`` (model, optimiser, schedules, RNGs; the loader starts at its step)."""
     main, rank, world = distributed.is_main(), distributed.rank(), distributed.world_size()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(cfg.out, "--out")
+    if cfg.cache_dir:
+        output_folder(cfg.cache_dir, "--cache-dir")
     resume = _resume_state(cfg, out)
     if main:
         write_toml(cfg, out / "config.toml")
@@ -155,6 +164,7 @@ def _set_up(cfg: TrainConfig, stage: Stage, device: torch.device) -> _Run:
     data = stage.data(cfg)
     if main:
         distributed.barrier()
+    _check_chunk_span(cfg, data)
     classes = list(data.prepared.classes)
     torch.manual_seed(cfg.seed)
     model = stage.method(cfg, stage.start_network(cfg, classes), world).to(device)
@@ -163,7 +173,7 @@ def _set_up(cfg: TrainConfig, stage: Stage, device: torch.device) -> _Run:
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
     start = 0
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        checkpoint.load_state(model, resume["model"], str(out / CHECKPOINT))
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
@@ -190,6 +200,17 @@ def _set_up(cfg: TrainConfig, stage: Stage, device: torch.device) -> _Run:
                 start=start, loader=loader, log=log)
 
 
+def _check_chunk_span(cfg: TrainConfig, data: StageData) -> None:
+    """:class:`UserError` if a chunk spans more frames than the longest video of the data holds:
+    shorter videos are looped to fill a chunk, so such a span only repeats frames, at a memory
+    cost that grows with it."""
+    layout = data.prepared.layout
+    longest = max((v.info.num_frames for v in layout.web_videos + layout.target_videos()), default=0)
+    if longest and cfg.chunk_span > longest:
+        raise UserError(f"--chunk-span {cfg.chunk_span} is longer than the longest video in {cfg.data} "
+                        f"({longest} frames); use at most {longest}")
+
+
 def _step(run: _Run, batch: dict, step: int) -> dict:
     """One optimisation step on ``batch`` (the batches of step ``step``, counted from 0); returns
     the training model's terms."""
@@ -200,8 +221,7 @@ def _step(run: _Run, batch: dict, step: int) -> dict:
         terms = run.ddp(inputs, labels)
     loss = terms["loss"]
     if not torch.isfinite(loss):
-        raise UserError(f"training diverged: the loss is {loss.item()} at step {step}; lower --lr "
-                        f"(or --temporal-lr in stage 2) or check the data")
+        raise UserError(f"training diverged: the loss is {loss.item()} at step {step}; {_DIVERGED_HINT}")
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)

@@ -19,7 +19,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Dict, List, Tuple, Type
 
-from webda.checkpoint_file import network_state, read
+from webda.checkpoint_file import load_state, network_state, non_finite, read
 from webda.config import ImageConfig, TrainConfig, VideoConfig, from_dict, from_preset, resolve
 from webda.errors import UserError
 from webda.models.method import IMAGE_PAIRS, TARGET, VIDEO_PAIRS, WebDAModel
@@ -156,7 +156,10 @@ def _video_start_network(cfg: VideoConfig, classes: List[str]) -> ResNet:
     if image_cfg.arch != cfg.arch:
         raise UserError(f"--init {cfg.init} holds a {image_cfg.arch}; pass --arch {image_cfg.arch} (or omit --arch)")
     net = _image_network(image_cfg, len(classes))
-    net.load_state_dict(network_state(ckpt["model"]))
+    weights = network_state(ckpt["model"])
+    load_state(net, weights, f"--init {cfg.init}")
+    if non_finite(weights):
+        raise UserError(f"--init {cfg.init} holds non-finite weights: the stage-1 run that wrote it diverged")
     return to_video_for(net, cfg)
 
 
