@@ -163,8 +163,9 @@ def _backward(ctx, grad_out, grad_indices, grad_projected):
     acc = projected.dtype
     grad_scores = grad_out.to(acc)
     if ctx.softmax:
-        alpha = out.to(acc)
-        grad_scores = alpha * (grad_scores - (grad_scores * alpha).sum()) / ctx.temperature
+        # torch's own softmax backward, as the reference's autograd runs it: alpha * (g - sum(g * alpha))
+        # cancels when one weight dominates, and its sum is more accurate than a plain float32 one.
+        grad_scores = torch.ops.aten._softmax_backward_data(grad_scores, out.to(acc), 0, acc) / ctx.temperature
     grad_src = grad_tgt = grad_weight = None
     if need_src or need_weight:
         # Row i of d e is g_i on its selected entries: (d e) @ tgt = g_i * (sum of the selected rows).
