@@ -1,5 +1,7 @@
 """One training step of each stage (forward, backward, SGD step) with every webda_kernels op on
-``auto`` (fastest backend, provider "webda-auto") vs on its reference ("eager").
+``auto`` (fastest backend, provider "webda-auto") vs on its reference ("eager"); on a GPU also
+every op on the Triton and on the CUDA backend ("webda-triton", "webda-cuda"), the rows that
+decide what ``auto`` may pick there.
 
 CPU: the ``small`` preset (narrow ResNet at 48 px; stage 1: 3 branches x 32 images, stage 2:
 2 branches x 8 chunks of 12 frames). GPU: the paper's sizes (ResNet-34 at 224; 3 x 32 images,
@@ -45,7 +47,11 @@ def _setup(name: str):
     return cfg, step
 
 
-@pytest.mark.parametrize("provider, mode", [("eager", "reference"), ("webda-auto", "auto")])
+MODES = [("eager", "reference"), ("webda-auto", "auto")] + (
+    [("webda-triton", "triton"), ("webda-cuda", "cuda")] if DEVICE.type == "cuda" else [])
+
+
+@pytest.mark.parametrize("provider, mode", MODES)
 @pytest.mark.parametrize("stage", ["image", "video"])
 def test_bench_train_step(measure, stage, provider, mode):
     cfg, step = _setup(stage)

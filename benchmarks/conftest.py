@@ -65,6 +65,9 @@ def device_name(device: torch.device) -> str:
 
 
 def _git_commit() -> str:
+    """HEAD's commit, or WEBDA_COMMIT where the tree is a copy without .git (the GPU machine's)."""
+    if os.environ.get("WEBDA_COMMIT"):
+        return os.environ["WEBDA_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                               cwd=os.path.dirname(__file__)).stdout.strip()

@@ -16,10 +16,37 @@ import torch  # noqa: E402
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-
-# ---- data fixtures (webda.data; shared by tests/test_data_*.py and any test needing real files) ----
 import pytest  # noqa: E402
 
+
+def _cpu_only(item) -> bool:
+    """Whether a case runs on the CPU alone: its device parameter is "cpu", or it has none and its
+    backend parameter is a CPU one (a CPU backend's tensors are CPU tensors)."""
+    params = getattr(item, "callspec", None)
+    params = params.params if params is not None else {}
+    if "device" in params:
+        return params["device"] == "cpu"
+    return params.get("backend") in ("cpu", "reference")
+
+
+def pytest_collection_modifyitems(config, items):
+    # benchmarks/gpu_check.sh runs `-m "not cpu_only"`: on a GPU machine, what CI does not run.
+    for item in items:
+        if _cpu_only(item):
+            item.add_marker(pytest.mark.cpu_only)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ieee_float32_references():
+    """Float32 references in IEEE float32: on CUDA, cuDNN convolutions default to TF32, and a
+    float32 kernel held to a TF32 answer fails spuriously or passes a real precision loss."""
+    from webda_kernels.testing import ieee_float32
+
+    with ieee_float32():
+        yield
+
+
+# ---- data fixtures (webda.data; shared by tests/test_data_*.py and any test needing real files) ----
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):

@@ -41,3 +41,20 @@ def test_check_cli_reports_a_crash_as_a_failure(monkeypatch, capsys):
     monkeypatch.setattr(wk, "_SPECS", [s for s in wk._SPECS if s.name == "grad_reverse"])
     assert check.main(["--quick"]) == 1
     assert "kernel exploded" in capsys.readouterr().out
+
+
+def test_check_and_tests_hold_float32_kernels_to_ieee_float32_references(monkeypatch):
+    """No TF32 in the float32 references: in the tests (conftest) and in the check CLI."""
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    seen = []
+
+    def record(backend, device, dtype, quick):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return []
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # cuDNN's default on CUDA
+    monkeypatch.setitem(check.CASES, "grad_reverse", record)
+    monkeypatch.setattr(wk, "_SPECS", [s for s in wk._SPECS if s.name == "grad_reverse"])
+    check.run_checks(quick=True)
+    assert seen and set(seen) == {(False, False)}
+    assert torch.backends.cudnn.allow_tf32  # restored after the checks

@@ -100,10 +100,11 @@ def test_topk_sizes(backend, device, dtype):
     sizes = [(1, 1, 1), (3, 3, 3), (33, 127, 64), (3, 127, 257)]
     if not _slow(backend, device):
         sizes += [(127, 1000, 3), (1000, 33, 64), (33, 1000, 257), (1, 1000, 1)]
+    max_k = tk.GPU_MAX_K if backend in ("triton", "cuda") else None  # the GPU kernels' documented limit
     for n_query, n_bank, dim in sizes:
         query = _make(n_query, dim, "contiguous", device)
         bank = _make(n_bank, dim, "contiguous", device)
-        for k in sorted({1, min(29, n_bank), n_bank}):
+        for k in sorted({1, min(29, n_bank), min(n_bank, max_k or n_bank)}):
             _check(query, bank, k, (None, None), dtype, backend)
 
 
@@ -168,6 +169,16 @@ def test_topk_empty_query_and_zero_features(backend, device, dtype):
     values, indices = wk.topk_similarity(torch.empty(4, 0, device=device, dtype=dtype),
                                          torch.empty(9, 0, device=device, dtype=dtype), 3, backend=backend)
     assert torch.equal(indices.cpu(), torch.arange(3).expand(4, 3)) and not values.any()
+
+
+@pytest.mark.parametrize("backend,device,dtype", list(_cases(dtypes=[torch.float16])))
+def test_topk_bank_elements_more_than_2_31_apart(backend, device, dtype):
+    """A bank view whose element offsets (index x stride) pass 2^31: the kernels index in 64 bits."""
+    n_bank, dim, stride = 70, 3, 2**30
+    storage = torch.empty(stride * (dim - 1) + n_bank, dtype=dtype, device=device)  # 4 GiB, barely touched
+    bank = storage.as_strided((n_bank, dim), (1, stride))
+    bank.copy_(_integers(n_bank, dim, dtype=dtype, device=device))
+    _check_exact(_integers(4, dim, dtype=dtype, device=device), bank, 5, None, backend)
 
 
 @pytest.mark.parametrize("backend,device,dtype", list(_cases(dtypes=[torch.float32])))
@@ -315,7 +326,7 @@ def test_topk_gpu_large_banks(backend, dtype):
     if backend not in _dispatch.serving_backends(tk.SPEC, torch.device("cuda"), dtype):
         pytest.skip(f"{backend} is not available")
     torch.manual_seed(5)
-    for n_query, n_bank, dim in ((257, 70001, 64), (3, 200003, 257), (1000, 4096, 33)):
+    for n_query, n_bank, dim in ((257, 20011, 64), (3, 50021, 129), (600, 4099, 33)):
         query = _make(n_query, dim, "contiguous", "cuda")
         bank = _make(n_bank, dim, "sliced", "cuda")
         for k in (1, 31, 32, 33, 200, 256):

@@ -1,6 +1,8 @@
 """Top-T attention: every backend against the float64 reference (outputs and the three
 gradients), odd sizes, ties, layouts, dtypes, NaN, opcheck / compile / export, bad input, module."""
 
+import importlib
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -8,7 +10,7 @@ from hypothesis import strategies as st
 
 import webda_kernels as wk
 import webda_kernels.nn as wnn
-from webda_kernels import _dispatch
+from webda_kernels import _dispatch, _extension
 from webda_kernels.topt_attention import FUSED_MAX_ROWS, SPEC
 from webda_kernels.testing import DTYPES, GPU, assert_matches_reference, backend_params, representable_randn
 
@@ -120,6 +122,21 @@ def test_topt_non_contiguous_inputs(backend, device, dtype):
                 _assert_all_match(fast, oracle, inputs, 3, dtype, f"{name} {layout} Nt={n_tgt}")
 
 
+@pytest.mark.parametrize("backend,device,dtype", list(backend_params(SPEC, [torch.float16])))
+def test_topt_target_elements_more_than_2_31_apart(backend, device, dtype):
+    """Target views whose element offsets (index x stride) pass 2^31: the kernels index in 64 bits."""
+    dim, stride = 3, 2**30
+    for n_tgt in (7, 70):  # one program, and past it
+        storage = torch.empty(stride * (dim - 1) + n_tgt, dtype=dtype, device=device)  # 4 GiB, barely touched
+        tgt = storage.as_strided((n_tgt, dim), (1, stride))
+        gen = torch.Generator().manual_seed(n_tgt)
+        tgt.copy_(torch.randint(-2, 3, (n_tgt, dim), generator=gen).to(dtype))
+        src = torch.randint(-2, 3, (4, dim), generator=gen).to(device, dtype)
+        weight = torch.eye(dim, dtype=dtype, device=device)
+        got = wk.topt_scores(src, tgt, weight, 3, backend=backend)
+        assert torch.equal(got.double(), wk.reference.topt_scores(src.double(), tgt.double(), weight.double(), 3))
+
+
 def _stable_oracle(src, tgt, weight, top_t):
     """Scores whose selection breaks ties by the lower target index (a stable sort)."""
     values, _ = wk.reference.topk_similarity(src, tgt, top_t, weight)
@@ -139,7 +156,7 @@ def test_topt_exact_ties_go_to_the_lower_index(backend, device, dtype):
         rows = torch.randint(-1, 2, (n_tgt // 2, dim), generator=gen).double()
         tgt = torch.cat([rows, rows, rows[:1].expand(n_tgt - 2 * (n_tgt // 2), dim)])
         weight = torch.randint(-1, 2, (dim, dim), generator=gen).double()
-        grad = torch.arange(1, n_src + 1, dtype=torch.float64)
+        grad = torch.arange(1, n_src + 1, dtype=torch.float64, device=device)
         for top_t in (1, 2, n_tgt // 2, n_tgt):
             inputs = [x.to(device) for x in (src, tgt, weight)]
             got = _run(lambda s, t, w, k: wk.topt_scores(s, t, w, k, backend=backend), inputs, top_t, dtype, grad)
@@ -180,39 +197,48 @@ def test_topt_gradients_only_for_inputs_that_require_them():
         assert wk.topt_scores(src, tgt, weight, 3).grad_fn is None
 
 
+@pytest.mark.parametrize("backend,device,dtype", list(backend_params(SPEC, [torch.float32, torch.float64])))
 @given(
     n_src=st.integers(1, 40), n_tgt=st.integers(1, 90), dim=st.integers(1, 20),
     fraction=st.floats(0.0, 1.0), temperature=st.floats(0.5, 10.0),
-    backend=st.sampled_from(_dispatch.machine_backends(SPEC)),
 )
 @settings(max_examples=25, deadline=None)
-def test_topt_shape_fuzz_against_the_reference(n_src, n_tgt, dim, fraction, temperature, backend):
+def test_topt_shape_fuzz_against_the_reference(backend, device, dtype, n_src, n_tgt, dim, fraction, temperature):
+    if backend == "triton" and device == "cpu" and n_src * n_tgt * dim > 4000:
+        return  # the interpreter is slow
     top_t = max(1, round(fraction * n_tgt))
-    dtype = torch.float64 if torch.float64 in SPEC.dtypes.get(backend, {torch.float64}) else torch.float32
-    inputs = _inputs(n_src, n_tgt, dim, "cpu")
+    inputs = _inputs(n_src, n_tgt, dim, device, backend, dtype)
     for name in ("scores", "attention"):
         fast, oracle = _function(name, backend, temperature * top_t)
         _assert_all_match(fast, oracle, inputs, top_t, dtype, f"{name} {n_src}x{n_tgt}x{dim} T={top_t}")
 
 
-@pytest.mark.parametrize("backend", _dispatch.machine_backends(SPEC))
+def _one_dtype_each():
+    """(backend, device, dtype) per backend and device: float64 where the backend takes it, else float32."""
+    cases = {}
+    for p in backend_params(SPEC, [torch.float64, torch.float32]):
+        cases.setdefault(p.values[:2], p)
+    return list(cases.values())
+
+
+@pytest.mark.parametrize("backend,device,dtype", _one_dtype_each())
 @pytest.mark.parametrize("softmax", [False, True])
-def test_topt_opcheck(backend, softmax):
-    dtype = torch.float64 if torch.float64 in SPEC.dtypes.get(backend, {torch.float64}) else torch.float32
+def test_topt_opcheck(backend, device, dtype, softmax):
     for n_tgt in (6, 70):
-        src, tgt, weight = (x.to(dtype).requires_grad_() for x in _inputs(5, n_tgt, 4, "cpu"))
+        src, tgt, weight = (x.to(dtype).requires_grad_() for x in _inputs(5, n_tgt, 4, device))
         torch.library.opcheck(torch.ops.webda.topt_attention.default, (src, tgt.T.contiguous().T, weight, 3, 0.5,
                                                                        softmax, backend))
 
 
-@pytest.mark.parametrize("backend,compiler", [(b, "aot_eager") for b in _dispatch.machine_backends(SPEC)]
-                         + [("auto", "inductor")])
-def test_topt_compiles_fullgraph(backend, compiler):
+@pytest.mark.parametrize("backend,device,compiler",
+                         [(*p.values[:2], "aot_eager") for p in backend_params(SPEC, [torch.float32])]
+                         + [("auto", "cpu", "inductor")])
+def test_topt_compiles_fullgraph(backend, device, compiler):
     def f(src, tgt, weight):
         return (wk.topt_attention(src, tgt, weight, 4, 0.5, backend=backend) * src.sum(1)).sum() \
             + wk.topt_scores(src, tgt, weight, 2, backend=backend).sum()
 
-    src, tgt, weight = (x.float().requires_grad_() for x in _inputs(6, 9, 5, "cpu"))
+    src, tgt, weight = (x.float().requires_grad_() for x in _inputs(6, 9, 5, device))
     compiled = torch.compile(f, fullgraph=True, backend=compiler)
     compiled(src, tgt, weight).backward()
     got = [x.grad.clone() for x in (src, tgt, weight)]
@@ -327,3 +353,39 @@ def test_topt_module_bad_arguments(kwargs, error):
     layer = wnn.TopTAttention(4, 5)
     with pytest.raises(ValueError, match="top_t must be in"):
         layer(torch.randn(2, 4), torch.randn(3, 4))
+
+
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_topt_fused_kernel_gets_the_projection_not_the_weight(backend, monkeypatch):
+    """The one-program path's work is Ns x Nt x D: ``src @ weight`` (Ns x D x D) is a matmul before
+    it (projected in one program, D = 2048 would be 268M multiply-adds on one SM)."""
+    topt = importlib.import_module("webda_kernels.topt_attention")
+    src, tgt, weight = (torch.randn(*shape) for shape in ((8, 48), (9, 48), (48, 48)))
+    launched = []
+    if backend == "triton":
+        if "triton" not in _dispatch.serving_backends(SPEC, torch.device("cpu"), torch.float32):
+            pytest.skip("runs the Triton kernel under the interpreter")
+        kernels = importlib.import_module("webda_kernels.triton.topt_attention")
+        real = kernels._topt_fused_kernel
+
+        class Spy:
+            def __getitem__(self, grid):
+                return lambda *args, **kwargs: launched.append(args) or real[grid](*args, **kwargs)
+
+        monkeypatch.setattr(kernels, "_topt_fused_kernel", Spy())
+        out, _, projected = topt._forward_triton(src, tgt, weight, 3, 1.0, True)
+        torch.testing.assert_close(out, wk.reference.topt_attention(src, tgt, weight, 3))
+        (args,) = launched
+        assert args[0] is projected
+    else:
+        class Module:  # records the call in place of the CUDA module
+            def topt_attention_fused(self, *args):
+                launched.append(args)
+
+        monkeypatch.setitem(_extension._MODULES, "cuda", Module())
+        monkeypatch.setattr(_extension, "cuda_stream", lambda t: 0)
+        _, _, projected = topt._forward_cuda(src, tgt, weight, 3, 1.0, True)
+        (args,) = launched
+        assert args[0] == projected.data_ptr() and weight.data_ptr() not in args
+    torch.testing.assert_close(projected, src @ weight)
+    assert not any(isinstance(a, torch.Tensor) and a.shape == weight.shape for a in args)

@@ -120,7 +120,8 @@ class TrainConfig:
     batch_target: int = _opt(32, "target items per step", bounds=AT_LEAST_1)
     seed: int = _opt(0, "random seed (model, data order, augmentations)", bounds=SEED_BOUNDS)
     device: str = _opt("auto", "auto (cuda if available), cpu or cuda", ["auto", "cpu", "cuda"])
-    amp: str = _opt("bf16", "autocast dtype on CUDA (ignored on CPU)", ["off", "bf16", "fp16"])
+    amp: str = _opt("auto", "autocast dtype: auto (bf16 on CUDA, off on the CPU), off, bf16 or fp16 (on either device)",
+                    ["auto", "off", "bf16", "fp16"])
     workers: int = _opt(1, "data-loading worker processes (0: load in the training process)", bounds=AT_LEAST_0)
     log_every: int = _opt(10, "steps between metric records", bounds=AT_LEAST_1)
     eval_every: int = _opt(0, "steps between evaluations on the target test split (0: only at the end)",

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import platform
+from pathlib import Path
 from typing import Any, Dict
 
 import torch
 
 from webda_kernels import _dispatch, _extension
+
+# Written by setup.py next to the compiled modules: how the CUDA module's build went.
+BUILD_INFO_PATH = Path(__file__).with_name("_build_info.json")
+
+
+def _recorded_cuda_build() -> Dict[str, Any]:
+    """What setup.py recorded of the CUDA module's build ({} if nothing was recorded)."""
+    try:
+        return json.loads(BUILD_INFO_PATH.read_text())["cuda"]
+    except (OSError, ValueError, KeyError):
+        return {}
 
 
 def build_info() -> Dict[str, Any]:
@@ -23,17 +36,15 @@ def build_info() -> Dict[str, Any]:
     cpu = _extension.load("cpu")
     if cpu is None:
         info["cpu"] = {"built": False, "why": _extension.load_error("cpu")}
-        info["cuda"] = {"built": False, "why": "unknown: the CPU module that records the build is missing"}
     else:
-        details = dict(cpu.build_info())
-        cuda_status = details.pop("cuda_status")
-        info["cpu"] = {"built": True, "threads": cpu.omp_max_threads(), **details}
-        cuda = _extension.load("cuda")
-        if cuda is not None:
-            info["cuda"] = {"built": True, "usable": torch.cuda.is_available(), **cuda.build_info()}
-        else:
-            why = cuda_status if cuda_status != "built" else _extension.load_error("cuda")
-            info["cuda"] = {"built": False, "why": why}
+        info["cpu"] = {"built": True, "threads": cpu.omp_max_threads(), **cpu.build_info()}
+    cuda = _extension.load("cuda")
+    if cuda is not None:
+        info["cuda"] = {"built": True, "usable": torch.cuda.is_available(), **cuda.build_info()}
+    else:
+        recorded = _recorded_cuda_build()
+        why = recorded.get("why") if not recorded.get("built", False) else None
+        info["cuda"] = {"built": False, "why": why or _extension.load_error("cuda")}
     if _dispatch.triton_importable():
         import triton
 

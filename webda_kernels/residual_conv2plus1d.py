@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from webda_kernels import _dispatch, _extension, _validate
 from webda_kernels import _winograd_conv3x3 as winograd
-from webda_kernels._dtypes import GPU_FLOATING, accumulation_dtype
+from webda_kernels._dtypes import GPU_FLOATING, accumulation_dtype, autocast_dtype
 from webda_kernels._frames import from_frames, to_frames
 
 SPEC = _dispatch.OpSpec(
@@ -362,6 +362,9 @@ def residual_conv2plus1d(
             channels in float32/float64 on the CPU (where benchmarks show it ahead), else the
             reference.
 
+    Under autocast on x's device, every tensor is cast to the autocast dtype first (as torch's
+    convolutions compute under autocast); gradients reach the originals in their dtypes.
+
     Returns:
         y (N, C, T, Ho, Wo) with ``z = conv2d(x_t, spatial_weight, spatial_bias)`` per frame and
         ``y = activation(z + conv_t(z) + temporal_bias)``, in x's memory format (channels_last_3d
@@ -381,6 +384,10 @@ def residual_conv2plus1d(
     for name, bias in (("spatial_bias", spatial_bias), ("temporal_bias", temporal_bias)):
         if bias is not None:
             _validate.floating_tensor(op, name, bias, ndim=1)
+    dtype = autocast_dtype(x.device)
+    if dtype is not None:  # like torch's convolutions under autocast: in the autocast dtype
+        x, spatial_weight, temporal_weight, spatial_bias, temporal_bias = (
+            None if t is None else t.to(dtype) for t in (x, spatial_weight, temporal_weight, spatial_bias, temporal_bias))
     _validate.same_device_and_dtype(op, "x", x, spatial_weight=spatial_weight, temporal_weight=temporal_weight,
                                     spatial_bias=spatial_bias, temporal_bias=temporal_bias)
     stride_pair = list(_validate.int_pair(op, "stride", stride, 1))

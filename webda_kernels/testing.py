@@ -4,6 +4,7 @@ The rule (docs/design.md, "Numerics"): a fast result passes when its error again
 float64 reference is at most ``factor`` times the error of the PyTorch reference run in the
 same (low) precision, plus a per-dtype floor; ``factor`` is 2 for outputs and 3 for
 gradients. NaN never passes. Errors are norm-wise relative: ``max |a - ref| / max |ref|``.
+The float32 reference is IEEE float32 (:func:`ieee_float32`), never TF32.
 
 Used by the tests, the benchmarks and ``python -m webda_kernels.check``; importing it needs
 no pytest (only :func:`backend_params` does).
@@ -11,9 +12,10 @@ no pytest (only :func:`backend_params` does).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -34,6 +36,19 @@ HALF_DTYPES = (torch.float16, torch.bfloat16)
 # Whether torch sees a GPU here, and the device types tests run on ("cpu", and "cuda" with a GPU).
 GPU = torch.cuda.is_available()
 DEVICES = tuple(device.type for device in _dispatch.machine_devices())
+
+
+@contextlib.contextmanager
+def ieee_float32() -> Iterator[None]:
+    """Within the block torch's float32 matmuls and cuDNN convolutions use IEEE float32, not TF32
+    (on CUDA, cuDNN convolutions use TF32 by default): the float32 references that tests and
+    ``python -m webda_kernels.check`` hold the kernels to are then float32 answers."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:

@@ -26,7 +26,7 @@ from typing import Optional, Tuple
 import torch
 
 from webda_kernels import _dispatch, _extension, _validate, reference
-from webda_kernels._dtypes import FLOATING, GPU_FLOATING, accumulation_dtype
+from webda_kernels._dtypes import FLOATING, GPU_FLOATING, accumulation_dtype, without_autocast
 
 SPEC = _dispatch.OpSpec(
     name="topk_similarity",
@@ -251,7 +251,7 @@ def topk_similarity(
         ``(values, indices)``: values (Nq, k) in the inputs' dtype and int64 indices (Nq, k)
         into ``bank``, each row sorted by descending similarity, equal values by ascending
         index; NaN similarities rank above everything (as in ``torch.sort``). Similarities
-        are accumulated in float32 (float64 for float64 inputs).
+        are accumulated in float32 (float64 for float64 inputs), whatever autocast says.
 
     Raises:
         TypeError: a non-tensor or non-floating input, mixed dtypes, or a non-int ``k``.
@@ -267,4 +267,5 @@ def topk_similarity(
             f"topk_similarity: backend {resolved!r} serves k <= {GPU_MAX_K} and Nb <= {GPU_MAX_BANK}, "
             f"got k={k}, Nb={bank.shape[0]}; use backend='cpu' or 'reference'"
         )
-    return topk_similarity_op(query, bank, k, weight, resolved)
+    with without_autocast(query.device):
+        return topk_similarity_op(query, bank, k, weight, resolved)

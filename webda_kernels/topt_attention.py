@@ -9,8 +9,10 @@ Every backend's forward returns ``(out, indices, projected)``: ``out`` the score
 attention (src's dtype), ``indices`` (Ns, top_t) int64 the selected target rows of each
 source row (descending similarity, ties to the lower index, NaN highest like torch.topk),
 and ``projected = src @ weight`` (Ns, D) in the accumulation dtype (float64 for float64,
-else float32). Small problems (Ns, Nt <= FUSED_MAX_ROWS) run in one fused kernel on the GPU
-backends; larger banks stream through ``streaming_topk`` and never hold the Ns x Nt matrix.
+else float32). On the GPU backends, small problems (Ns, Nt <= FUSED_MAX_ROWS) project with a
+matmul and run the rest (similarities, selection, sums, softmax) in one fused program, whose
+work is then Ns x Nt x D; larger banks stream through ``streaming_topk`` and never hold the
+Ns x Nt matrix.
 
 The backward is shared by all backends and needs no Ns x Nt tensor: ``s_i`` depends on the
 selected ``e[i, j]`` with derivative 1 (as torch.topk's backward routes it), so with ``g``
@@ -30,7 +32,7 @@ from typing import Tuple
 import torch
 
 from webda_kernels import _dispatch, _extension, _validate, reference
-from webda_kernels._dtypes import FLOATING, GPU_FLOATING, accumulation_dtype
+from webda_kernels._dtypes import FLOATING, GPU_FLOATING, accumulation_dtype, without_autocast
 from webda_kernels.topk_similarity import GPU_MAX_BANK, GPU_MAX_K, streaming_topk
 
 SPEC = _dispatch.OpSpec(
@@ -44,7 +46,8 @@ SPEC = _dispatch.OpSpec(
 CPU_MIN_PAIRS = 1 << 14
 _SMALL_SPEC = dataclasses.replace(SPEC, auto={})
 
-# Source and target batches up to this many rows run in one fused kernel (one program/block).
+# Source and target batches up to this many rows run in one fused kernel (one program/block)
+# after the projection.
 FUSED_MAX_ROWS = 64
 
 
@@ -96,21 +99,22 @@ def _forward_triton(src, tgt, weight, top_t, temperature, softmax):
         return _forward_streaming(src, tgt, weight, top_t, temperature, softmax, "triton")
     from webda_kernels.triton.topt_attention import topt_attention_fused
 
-    return topt_attention_fused(src, tgt, weight, top_t, temperature, softmax)
+    projected = _project(src, weight)
+    out, indices = topt_attention_fused(projected, tgt, top_t, temperature, softmax, src.dtype)
+    return out, indices, projected
 
 
 def _forward_cuda(src, tgt, weight, top_t, temperature, softmax):
     if not _fits_one_program(src, tgt):
         return _forward_streaming(src, tgt, weight, top_t, temperature, softmax, "cuda")
-    n_src, dim = src.shape
+    projected = _project(src, weight)
+    n_src, dim = projected.shape
     out = src.new_empty(n_src)
     indices = src.new_empty((n_src, top_t), dtype=torch.int64)
-    projected = src.new_empty((n_src, dim), dtype=torch.float32)
     _extension.load("cuda").topt_attention_fused(
-        src.data_ptr(), tgt.data_ptr(), weight.data_ptr(), out.data_ptr(), indices.data_ptr(),
-        projected.data_ptr(), _extension.dtype_code(src), n_src, tgt.shape[0], dim, top_t,
-        list(src.stride()), list(tgt.stride()), list(weight.stride()), temperature, softmax,
-        src.device.index, _extension.cuda_stream(src),
+        projected.data_ptr(), tgt.data_ptr(), out.data_ptr(), indices.data_ptr(), _extension.dtype_code(tgt),
+        n_src, tgt.shape[0], dim, top_t, list(tgt.stride()), temperature, softmax, src.device.index,
+        _extension.cuda_stream(src),
     )
     return out, indices, projected
 
@@ -231,7 +235,8 @@ def topt_scores(src: torch.Tensor, tgt: torch.Tensor, weight: torch.Tensor, top_
         backend: "auto", "reference", "cpu", "triton" or "cuda" (see ``available_backends()``).
 
     Returns:
-        (Ns,) scores in ``src``'s dtype (accumulated in float32, float64 for float64).
+        (Ns,) scores in ``src``'s dtype (accumulated in float32, float64 for float64); autocast
+        does not change it (a similarity rounded to a half type ties and reorders).
         Differentiable in ``src``, ``tgt`` and ``weight``: the gradient of ``s_i`` reaches the
         ``top_t`` selected entries of row i (ties go to the lower target index; NaN ranks
         highest, as in torch.topk). Never holds the (Ns, Nt) matrix on the streaming paths.
@@ -242,9 +247,10 @@ def topt_scores(src: torch.Tensor, tgt: torch.Tensor, weight: torch.Tensor, top_
             range, or ``backend`` cannot serve the inputs.
     """
     resolved, top_t = _check_and_resolve("topt_scores", src, tgt, weight, top_t, backend)
-    if resolved == "reference":  # plain torch autograd: no custom op to pay for
-        return _reference(reference.topt_scores, src, tgt, weight, top_t)
-    return topt_attention_op(src, tgt, weight, top_t, 1.0, False, resolved)[0]
+    with without_autocast(src.device):
+        if resolved == "reference":  # plain torch autograd: no custom op to pay for
+            return _reference(reference.topt_scores, src, tgt, weight, top_t)
+        return topt_attention_op(src, tgt, weight, top_t, 1.0, False, resolved)[0]
 
 
 def topt_attention(
@@ -269,6 +275,7 @@ def topt_attention(
     """
     resolved, top_t = _check_and_resolve("topt_attention", src, tgt, weight, top_t, backend)
     temperature = _temperature(temperature, src.dtype)
-    if resolved == "reference":  # plain torch autograd: no custom op to pay for
-        return _reference(reference.topt_attention, src, tgt, weight, top_t, temperature)
-    return topt_attention_op(src, tgt, weight, top_t, temperature, True, resolved)[0]
+    with without_autocast(src.device):
+        if resolved == "reference":  # plain torch autograd: no custom op to pay for
+            return _reference(reference.topt_attention, src, tgt, weight, top_t, temperature)
+        return topt_attention_op(src, tgt, weight, top_t, temperature, True, resolved)[0]

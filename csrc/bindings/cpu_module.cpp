@@ -46,7 +46,6 @@ PYBIND11_MODULE(_C_cpu, m) {
     info["build_type"] = b::kBuildType;
     info["cmake"] = b::kCMake;
     info["pybind11"] = b::kPybind11;
-    info["cuda_status"] = b::kCudaStatus;
     return info;
   });
 }

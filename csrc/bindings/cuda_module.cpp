@@ -23,11 +23,10 @@ PYBIND11_MODULE(_C_cuda, m) {
         py::arg("y"), py::arg("weight"), py::arg("grad_z"), py::arg("grad_weight"), py::arg("grad_bias"),
         py::arg("n"), py::arg("c"), py::arg("t"), py::arg("hw"), py::arg("kt"), py::arg("relu"), py::arg("dtype"),
         py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>());
-  m.def("topt_attention_fused", &webda::cuda::topt_attention_fused, py::arg("src"), py::arg("tgt"), py::arg("weight"),
-        py::arg("out"), py::arg("indices"), py::arg("projected"), py::arg("dtype"), py::arg("n_src"), py::arg("n_tgt"),
-        py::arg("dim"), py::arg("top_t"), py::arg("src_strides"), py::arg("tgt_strides"), py::arg("weight_strides"),
-        py::arg("temperature"), py::arg("softmax"), py::arg("device"), py::arg("stream"),
-        py::call_guard<py::gil_scoped_release>());
+  m.def("topt_attention_fused", &webda::cuda::topt_attention_fused, py::arg("projected"), py::arg("tgt"),
+        py::arg("out"), py::arg("indices"), py::arg("dtype"), py::arg("n_src"), py::arg("n_tgt"), py::arg("dim"),
+        py::arg("top_t"), py::arg("tgt_strides"), py::arg("temperature"), py::arg("softmax"), py::arg("device"),
+        py::arg("stream"), py::call_guard<py::gil_scoped_release>());
   m.def("topk_similarity_partial", &webda::cuda::topk_similarity_partial, py::arg("query"), py::arg("bank"),
         py::arg("out"), py::arg("dtype"), py::arg("n_query"), py::arg("n_bank"), py::arg("dim"),
         py::arg("query_strides"), py::arg("bank_strides"), py::arg("k_pad"), py::arg("chunk_rows"),

@@ -17,8 +17,25 @@ inline void cuda_check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
 }
 
-// Makes `device` current for this (statically linked) runtime; torch's runtime is separate.
-inline void set_device(int device) { cuda_check(cudaSetDevice(device), "cudaSetDevice"); }
+// Makes `device` current for the lifetime of the guard, then restores the caller's device. The
+// current device is the thread's (the driver's), shared with torch's runtime: a launch must not
+// leave it changed.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    cuda_check(cudaGetDevice(&previous_), "cudaGetDevice");
+    if (device != previous_) cuda_check(cudaSetDevice(device), "cudaSetDevice");
+  }
+  ~DeviceGuard() {
+    int current = previous_;
+    if (cudaGetDevice(&current) == cudaSuccess && current != previous_) cudaSetDevice(previous_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
 
 template <typename T> struct Acc { using type = T; };
 template <> struct Acc<__half> { using type = float; };

@@ -28,7 +28,7 @@ void grad_reverse_backward(uintptr_t grad, uintptr_t out, int dtype, const std::
   const int64_t numel = numel_of(sizes);
   if (numel == 0) return;
   const bool contiguous = layout.ndim == 1 && layout.strides[0] == 1;
-  set_device(device);
+  const DeviceGuard guard(device);
   constexpr int kThreads = 256;
   const int blocks = static_cast<int>(std::min<int64_t>((numel + kThreads - 1) / kThreads, 65535LL * 8));
   dispatch_cuda_dtype(dtype, [&](auto tag) {

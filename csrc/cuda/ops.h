@@ -23,14 +23,14 @@ void residual_temporal_backward(uintptr_t grad_y, uintptr_t z, uintptr_t y, uint
                                 uintptr_t grad_weight, uintptr_t grad_bias, int64_t n, int64_t c, int64_t t,
                                 int64_t hw, int64_t kt, bool relu, int dtype, int device, uintptr_t stream);
 
-// Top-T attention of a batch with Ns, Nt <= 64 in one thread block: out (Ns) the sums of the top_t
-// largest of each row of src @ weight @ tgt.T (softmax(. / temperature) over the rows if softmax),
-// indices (Ns, top_t) int64 their columns (descending, ties to the lower column, NaN highest),
-// projected (Ns, D) float32 = src @ weight. Strides in elements; dtype float32/float16/bfloat16.
-void topt_attention_fused(uintptr_t src, uintptr_t tgt, uintptr_t weight, uintptr_t out, uintptr_t indices,
-                          uintptr_t projected, int dtype, int64_t n_src, int64_t n_tgt, int64_t dim, int64_t top_t,
-                          const std::vector<int64_t>& src_strides, const std::vector<int64_t>& tgt_strides,
-                          const std::vector<int64_t>& weight_strides, double temperature, bool softmax, int device,
+// Top-T attention of a batch with Ns, Nt <= 64 in one thread block, from projected = src @ weight
+// ((Ns, D) float32, contiguous): out (Ns) the sums of the top_t largest of each row of projected @ tgt.T
+// (softmax(. / temperature) over the rows if softmax), indices (Ns, top_t) int64 their columns
+// (descending, ties to the lower column, NaN highest). tgt strides in elements; dtype (of tgt and
+// out) float32/float16/bfloat16.
+void topt_attention_fused(uintptr_t projected, uintptr_t tgt, uintptr_t out, uintptr_t indices, int dtype,
+                          int64_t n_src, int64_t n_tgt, int64_t dim, int64_t top_t,
+                          const std::vector<int64_t>& tgt_strides, double temperature, bool softmax, int device,
                           uintptr_t stream);
 
 // Streaming top-k (topk_similarity.cu): out (n_query, n_chunks * k_pad) int64, row r's slice c

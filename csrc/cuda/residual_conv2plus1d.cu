@@ -285,7 +285,7 @@ const void* ptr(uintptr_t p) { return reinterpret_cast<const void*>(p); }
 void residual_temporal_forward(uintptr_t z, uintptr_t weight, uintptr_t bias, uintptr_t y, int64_t n, int64_t c,
                                int64_t t, int64_t hw, int64_t kt, bool relu, int dtype, int device, uintptr_t stream) {
   const Shape s = make_shape(n, c, t, hw, kt);
-  set_device(device);
+  const DeviceGuard guard(device);
   check_arch(dtype, device);
   dispatch_cuda_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -298,7 +298,7 @@ void residual_temporal_backward(uintptr_t grad_y, uintptr_t z, uintptr_t y, uint
                                 uintptr_t grad_weight, uintptr_t grad_bias, int64_t n, int64_t c, int64_t t,
                                 int64_t hw, int64_t kt, bool relu, int dtype, int device, uintptr_t stream) {
   const Shape s = make_shape(n, c, t, hw, kt);
-  set_device(device);
+  const DeviceGuard guard(device);
   check_arch(dtype, device);
   const void* mask = relu ? ptr(y) : nullptr;
   const auto cu_stream = reinterpret_cast<cudaStream_t>(stream);

@@ -201,7 +201,7 @@ void topk_similarity_partial(uintptr_t query, uintptr_t bank, uintptr_t out, int
   check(n_chunks >= 1 && n_chunks <= 65535 && n_chunks * chunk_rows >= n_bank && (n_chunks - 1) * chunk_rows < n_bank,
         "topk_similarity_partial: n_chunks chunks of chunk_rows must cover the bank, each non-empty, at most 65535");
   check((n_query + kRows - 1) / kRows <= INT_MAX, "topk_similarity_partial: too many query rows");
-  set_device(device);
+  const DeviceGuard guard(device);
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   switch (dtype) {
     case kFloat16:

@@ -2,7 +2,7 @@
 
 One step: load the step's batches (:mod:`webda.train.sampling`), one forward pass of the
 training model over every branch, one backward pass through gradient reversal, an SGD step
-(:mod:`webda.train.optimizer`), one tick of the DANN schedule. Around it: AMP on CUDA, DDP
+(:mod:`webda.train.optimizer`), one tick of the DANN schedule. Around it: autocast (``--amp``), DDP
 under torchrun (rank 0 logs, evaluates and saves), metrics as JSON lines
 (:mod:`webda.train.metrics`), a progress bar, periodic evaluation on the target test split,
 checkpoints every N steps and at the end, and ``--resume`` from ``OUT/last.pt``.
@@ -14,6 +14,7 @@ loader), :func:`_loop` (the steps) and :meth:`_Run.finish` (last checkpoint and 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -114,9 +115,19 @@ class _Run:
 
 
 def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> Optional[torch.dtype]:
-    if device.type != "cuda" or cfg.amp == "off":
+    """The run's autocast dtype (None: off). ``--amp auto`` is bf16 on CUDA and off on the CPU;
+    bf16 and fp16 apply on either device. :class:`UserError` where torch cannot autocast to the
+    dtype asked for on this device (torch would warn and run without it)."""
+    if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
         return None
-    return torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+    dtype = torch.float16 if cfg.amp == "fp16" else torch.bfloat16
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.autocast(device.type, dtype=dtype)
+    refused = [str(w.message) for w in caught if "autocast" in str(w.message).lower()]
+    if refused:
+        raise UserError(f"--amp {cfg.amp} cannot apply on {device.type}: {refused[0]}")
+    return dtype
 
 
 def _resume_state(cfg: TrainConfig, out: Path) -> Optional[dict]:
@@ -159,7 +170,7 @@ def _set_up(cfg: TrainConfig, stage: Stage, device: torch.device) -> _Run:
     model = stage.method(cfg, stage.start_network(cfg, classes), world).to(device)
     optimizer, scheduler = build_optimizer(model, cfg)
     autocast_dtype = _autocast_dtype(cfg, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
     start = 0
     if resume is not None:
         checkpoint.load_state(model, resume["model"], str(out / CHECKPOINT))
@@ -181,7 +192,8 @@ def _set_up(cfg: TrainConfig, stage: Stage, device: torch.device) -> _Run:
     log = MetricsLog(out / METRICS, main, start if resume is not None else None)
     if main and resume is None:
         dropped = [r["path"] for r in data.prepared.overlap_report["dropped"]]
-        log.write({"kind": "setup", "step": 0, "classes": classes, "world_size": world,
+        log.write({"kind": "setup", "step": 0, "classes": classes, "world_size": world, "device": device.type,
+                   "autocast": str(autocast_dtype).replace("torch.", "") if autocast_dtype else "off",
                    "branches": {b: len(d) for b, (d, _) in branches.items()}, "overlap_dropped": dropped})
     return _Run(cfg=cfg, stage=stage, device=device, out=out, main=main, data=data, classes=classes, model=model,
                 ddp=ddp, optimizer=optimizer, scheduler=scheduler, scaler=scaler, autocast_dtype=autocast_dtype,

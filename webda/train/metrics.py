@@ -1,10 +1,11 @@
 """Training metrics: ``metrics.jsonl`` (one JSON record per line) and the running means of the
 training step's terms that its ``train`` records hold.
 
-Records: ``setup`` (step 0: classes, world size, branch sizes, web items dropped as overlap),
-``train`` (every ``log_every`` steps: learning rate, gradient-reversal coefficient, seconds per
-step and the mean of every scalar term of :meth:`webda.models.method.WebDAModel.forward` since
-the previous record) and ``eval`` (top-1, per-class accuracy, confusion on the target test split).
+Records: ``setup`` (step 0: classes, world size, device, autocast dtype, branch sizes, web items
+dropped as overlap), ``train`` (every ``log_every`` steps: learning rate, gradient-reversal
+coefficient, seconds per step and the mean of every scalar term of
+:meth:`webda.models.method.WebDAModel.forward` since the previous record) and ``eval`` (top-1,
+per-class accuracy, confusion on the target test split).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import triton.language as tl
 
 from webda_kernels._extension import elementwise_layout
 from webda_kernels.triton.cast import cast_rne
+from webda_kernels.triton.device import on_input_device
 
 BLOCK = 1024
 
@@ -36,6 +37,7 @@ def _neg_scale_kernel(
     tl.store(out_ptr + offs, cast_rne(out, out_ptr.dtype.element_ty), mask=mask)
 
 
+@on_input_device
 def grad_reverse_backward(grad: torch.Tensor, coeff: torch.Tensor) -> torch.Tensor:
     """``-coeff * grad`` in ``grad``'s layout; coeff is a 0-d float64 tensor on grad's device."""
     out = torch.empty_like(grad, memory_format=torch.preserve_format)

@@ -24,6 +24,7 @@ import triton.language as tl
 
 from webda_kernels._dispatch import triton_interpreted
 from webda_kernels.triton.cast import cast_rne
+from webda_kernels.triton.device import on_input_device
 
 BLOCK_M = 64
 # Programs of the weight-gradient reduction (row splits x weight tiles): a few waves on any GPU.
@@ -133,6 +134,7 @@ def _rows_and_sizes(z: torch.Tensor) -> Tuple[int, int, int, int]:
     return n * t * h * w, c, t, h * w
 
 
+@on_input_device
 def _temporal_conv(
     src: torch.Tensor, mask: Optional[torch.Tensor], weight: torch.Tensor, bias: Optional[torch.Tensor],
     flip: bool, relu_out: bool, grad_bias: Optional[torch.Tensor],
@@ -159,6 +161,7 @@ def _temporal_conv(
     return out
 
 
+@on_input_device
 def _weight_grad(grad_y: torch.Tensor, y: Optional[torch.Tensor], z: torch.Tensor, kt: int) -> torch.Tensor:
     """float32 (C, C, kt) weight gradient, the N*T*H*W reduction split over programs."""
     m, c, t, hw = _rows_and_sizes(z)

@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from webda_kernels._dispatch import triton_interpreted
+from webda_kernels.triton.device import on_input_device
 
 EMPTY = tl.constexpr(-(2**63))
 
@@ -72,7 +73,7 @@ def _partial_topk_kernel(
         b_cols = b_ptr + cols.to(tl.int64)[None, :] * stride_bn
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for d0 in range(0, dim, BLOCK_D):
-            ds = d0 + tl.arange(0, BLOCK_D)
+            ds = (d0 + tl.arange(0, BLOCK_D)).to(tl.int64)  # index * stride in 64 bits: any strides, any bank size
             d_ok = ds < dim
             q = tl.load(q_rows + ds[None, :] * stride_qd, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
             b = tl.load(b_cols + ds[:, None] * stride_bd, mask=d_ok[:, None] & col_ok[None, :], other=0.0)
@@ -94,6 +95,7 @@ def block_m(k_pad: int) -> int:
     return 32 if k_pad <= 64 else 16
 
 
+@on_input_device
 def partial_topk_keys(query: torch.Tensor, bank: torch.Tensor, k_pad: int, chunk: int, n_chunks: int) -> torch.Tensor:
     """(Nq, n_chunks * k_pad) int64 keys: each bank chunk's k_pad best per query row.
 

@@ -1,6 +1,8 @@
 """Triton kernel of top-T attention for a batch that fits one program (Ns, Nt <= 64).
 
-One launch, one program: similarities, top-T selection, sums and the softmax over the batch.
+One launch, one program: similarities of the projected source rows to the targets, top-T
+selection, sums and the softmax over the batch. The projection ``src @ weight`` (Ns x D x D
+multiply-adds) is a matmul before the launch: the program's work is Ns x Nt x D, whatever D.
 """
 
 from __future__ import annotations
@@ -9,47 +11,35 @@ import torch
 import triton
 import triton.language as tl
 
-from webda_kernels._dispatch import triton_interpreted
 from webda_kernels.triton.cast import cast_rne
+from webda_kernels.triton.device import on_input_device
 
 BLOCK_D = 32
 
 
 @triton.jit
 def _topt_fused_kernel(
-    src_ptr, tgt_ptr, w_ptr, out_ptr, idx_ptr, proj_ptr,
+    proj_ptr, tgt_ptr, out_ptr, idx_ptr,
     n_src, n_tgt, dim, top_t, temperature,
-    src_s0, src_s1, tgt_s0, tgt_s1, w_s0, w_s1,
-    SOFTMAX: tl.constexpr, UPCAST: tl.constexpr,
-    BLOCK_S: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    tgt_s0, tgt_s1,
+    SOFTMAX: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """proj = src @ w (stored, float32; with UPCAST the tiles are multiplied as float32); sim = proj @ tgt.T; per row the top_t largest sim
-    (ties to the lower column, NaN highest) go to idx in descending order and their sum to
-    score; out = score, or softmax(score / temperature) over the rows when SOFTMAX."""
+    """sim = proj @ tgt.T (proj (Ns, D) float32 contiguous, products and sums in float32); per row
+    the top_t largest sim (ties to the lower column, NaN highest) go to idx in descending order and
+    their sum to score; out = score, or softmax(score / temperature) over the rows when SOFTMAX."""
     rows = tl.arange(0, BLOCK_S)
     cols = tl.arange(0, BLOCK_T)
-    ks = tl.arange(0, BLOCK_D)
     row_ok = rows < n_src
     col_ok = cols < n_tgt
     sim = tl.zeros((BLOCK_S, BLOCK_T), dtype=tl.float32)
     for b0 in range(0, dim, BLOCK_D):
-        b = b0 + ks
+        b = (b0 + tl.arange(0, BLOCK_D)).to(tl.int64)  # index * stride in 64 bits: any strides
         b_ok = b < dim
-        proj = tl.zeros((BLOCK_S, BLOCK_D), dtype=tl.float32)
-        for a0 in range(0, dim, BLOCK_D):
-            a = a0 + ks
-            a_ok = a < dim
-            s = tl.load(src_ptr + rows[:, None] * src_s0 + a[None, :] * src_s1,
-                        mask=row_ok[:, None] & a_ok[None, :], other=0.0)
-            w = tl.load(w_ptr + a[:, None] * w_s0 + b[None, :] * w_s1, mask=a_ok[:, None] & b_ok[None, :], other=0.0)
-            if UPCAST:
-                s = s.to(tl.float32)
-                w = w.to(tl.float32)
-            proj = tl.dot(s, w, proj, input_precision="ieee")
-        tl.store(proj_ptr + rows[:, None] * dim + b[None, :], proj, mask=row_ok[:, None] & b_ok[None, :])
-        t = tl.load(tgt_ptr + b[:, None] * tgt_s1 + cols[None, :] * tgt_s0,
+        p = tl.load(proj_ptr + rows.to(tl.int64)[:, None] * dim + b[None, :], mask=row_ok[:, None] & b_ok[None, :],
+                    other=0.0)
+        t = tl.load(tgt_ptr + b[:, None] * tgt_s1 + cols.to(tl.int64)[None, :] * tgt_s0,
                     mask=b_ok[:, None] & col_ok[None, :], other=0.0)
-        sim = tl.dot(proj, t.to(tl.float32), sim, input_precision="ieee")
+        sim = tl.dot(p, t.to(tl.float32), sim, input_precision="ieee")
 
     # Order-preserving int64 keys, unique per row: the float's bits mapped to a signed int that
     # sorts like the float (-0 as +0, every NaN above +inf) in the high half, and
@@ -81,23 +71,22 @@ def _topt_fused_kernel(
     tl.store(out_ptr + rows, cast_rne(score, out_ptr.dtype.element_ty), mask=row_ok)
 
 
-def topt_attention_fused(src: torch.Tensor, tgt: torch.Tensor, weight: torch.Tensor, top_t: int,
-                         temperature: float, softmax: bool):
-    """``(out (Ns,), indices (Ns, top_t) int64, projected (Ns, D) float32)`` in one launch; Ns, Nt <= 64."""
-    n_src, dim = src.shape
+@on_input_device
+def topt_attention_fused(projected: torch.Tensor, tgt: torch.Tensor, top_t: int, temperature: float,
+                         softmax: bool, out_dtype: torch.dtype):
+    """``(out (Ns,) of out_dtype, indices (Ns, top_t) int64)`` in one launch, from
+    ``projected = src @ weight`` ((Ns, D) float32, contiguous) and tgt (Nt, D); Ns, Nt <= 64."""
+    n_src, dim = projected.shape
     n_tgt = tgt.shape[0]
-    out = src.new_empty(n_src)
-    indices = src.new_empty((n_src, top_t), dtype=torch.int64)
-    projected = src.new_empty((n_src, dim), dtype=torch.float32)
+    out = torch.empty(n_src, dtype=out_dtype, device=tgt.device)
+    indices = torch.empty((n_src, top_t), dtype=torch.int64, device=tgt.device)
     block_s = max(16, triton.next_power_of_2(n_src))
     block_t = max(16, triton.next_power_of_2(n_tgt))
     _topt_fused_kernel[(1,)](
-        src, tgt, weight, out, indices, projected,
+        projected, tgt, out, indices,
         n_src, n_tgt, dim, top_t, temperature,
-        src.stride(0), src.stride(1), tgt.stride(0), tgt.stride(1), weight.stride(0), weight.stride(1),
-        # Triton's interpreter multiplies bfloat16 tiles wrongly (3.9); float32 operands give
-        # the same exact products the GPU's bfloat16 dot accumulates in float32.
-        SOFTMAX=softmax, UPCAST=src.dtype == torch.bfloat16 and triton_interpreted(), BLOCK_S=block_s, BLOCK_T=block_t, BLOCK_D=BLOCK_D,
+        tgt.stride(0), tgt.stride(1),
+        SOFTMAX=softmax, BLOCK_S=block_s, BLOCK_T=block_t, BLOCK_D=BLOCK_D,
         num_warps=4 if block_s * block_t <= 1024 else 8,
     )
-    return out, indices, projected
+    return out, indices
