@@ -12,6 +12,13 @@ from webda.ablate import BEST_IMAGE, COMPARISONS, ROWS, Row, paired, summarise
 from webda.cli import main
 
 
+def _results(out):
+    """ablation.json with its rows and comparisons keyed by name."""
+    results = json.loads((out / "ablation.json").read_text())
+    return {"rows": {r["name"]: r for r in results["rows"]},
+            "comparisons": {c["name"]: c for c in results["comparisons"]}}
+
+
 def _flags(out, steps="2"):
     return ["ablate", "--preset", "tiny", "--seeds", "1", "--out", str(out), "--image-steps", steps,
             "--video-steps", steps, "--no-progress"]
@@ -21,7 +28,7 @@ def test_ablate_writes_the_table_and_reuses_finished_runs(tmp_path):
     out = tmp_path / "ablate"
     assert main(_flags(out)) == 0
     table = (out / "ablation.md").read_text()
-    results = json.loads((out / "ablation.json").read_text())
+    results = _results(out)
     for row in ROWS:
         assert f"| {row.name} |" in table
         assert f"{row.paper:.1f}" in table
@@ -55,7 +62,7 @@ def test_a_diverging_row_is_recorded_and_the_others_still_run(tmp_path, monkeypa
     out = tmp_path / "ablate"
     assert main(_flags(out, steps="3")) == 0
     assert "I: failed: training diverged" in capsys.readouterr().out
-    results = json.loads((out / "ablation.json").read_text())
+    results = _results(out)
     assert results["rows"]["I"]["per_seed"] == [None] and results["rows"]["I"]["mean"] is None
     assert results["rows"]["I"]["failed"]["0"].startswith("training diverged: the loss is")
     assert results["rows"]["V"]["failed"] == {} and results["rows"][BEST_IMAGE]["failed"] == {}
@@ -80,7 +87,7 @@ def test_video_rows_of_a_failed_image_model_are_marked_failed(tmp_path, monkeypa
     monkeypatch.setattr(ablate, "COMPARISONS", [])
     out = tmp_path / "ablate"
     assert main(_flags(out, steps="3")) == 0
-    results = json.loads((out / "ablation.json").read_text())
+    results = _results(out)
     assert results["rows"]["V"]["failed"] == {"0": f"its image model ({BEST_IMAGE}, seed 0) failed"}
     assert results["rows"]["V, from scratch"]["failed"] == {}
 

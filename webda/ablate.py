@@ -188,53 +188,63 @@ def _settings_text(row: Row) -> str:
     return ", ".join(parts)
 
 
-def _table(summary: dict) -> str:
-    preset, seeds = summary["preset"], summary["seeds"]
-    rows, comparisons = summary["rows"], summary["comparisons"]
-    lines = [
-        f"Top-1 accuracy (%) on the {summary['test_videos']} target test videos of the **synthetic** `{preset}` "
-        f"dataset over seeds {', '.join(map(str, range(seeds)))}: mean, sample standard deviation and standard "
-        "error (SE = std / sqrt(n)) over the seeds that finished, next to the paper's UCF-101 number for the same "
-        "row (Table 1, averaged over UCF-101's 3 splits). The two columns are different datasets: compare the "
-        "order of the rows and the sign of the effects, not the numbers. Video rows start from the "
-        f"{BEST_IMAGE} image model of the same seed. Arch: S single branch, T triplet, D dual (Siamese). "
-        "Settings: the row's switches; in bold, other settings that differ from the preset (reason below).",
-        "",
-        "| row | arch | settings | ours, synthetic (%) | std | SE | per seed | paper, UCF-101 (%) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in ROWS:
-        r = rows[row.name]
-        per_seed = ", ".join(_fmt(v) if v is not None else "failed" for v in r["per_seed"])
-        lines.append(f"| {row.name} | {row.arch} | {_settings_text(row)} | {_fmt(r['mean'])} | {_fmt(r['std'])} | "
-                     f"{_fmt(r['se'])} | {per_seed} | {_fmt(row.paper)} |")
-    lines += [
-        "",
-        "Paired effects (percentage points): per seed, the row with the component minus the row without it; "
-        "mean, sample std and SE over the seeds where both rows finished; |mean| / SE > 1 means the effect is "
-        "larger than its standard error.",
-        "",
-        "| effect | with | without | mean | std | SE | mean / SE | per seed | paper |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, with_row, without_row in COMPARISONS:
-        c = comparisons[name]
+ROW_HEADER = ["row", "arch", "settings", "ours, synthetic (%)", "std", "SE", "per seed", "paper, UCF-101 (%)"]
+EFFECT_HEADER = ["effect", "with", "without", "mean", "std", "SE", "mean / SE", "per seed", "paper"]
+
+
+def row_table(summary: dict) -> List[List[str]]:
+    """The rows of the accuracy table (columns :data:`ROW_HEADER`) of an ``ablation.json`` summary."""
+    out = []
+    for r in summary["rows"]:
+        per_seed = ", ".join("failed" if v is None else _fmt(v) for v in r["per_seed"])
+        out.append([r["name"], r["arch"], r["settings"], _fmt(r["mean"]), _fmt(r["std"]), _fmt(r["se"]), per_seed,
+                    _fmt(r["paper"])])
+    return out
+
+
+def effect_table(summary: dict) -> List[List[str]]:
+    """The rows of the paired-effects table (columns :data:`EFFECT_HEADER`) of an ``ablation.json`` summary."""
+    out = []
+    for c in summary["comparisons"]:
         ratio = None if not c["se"] else c["mean"] / c["se"]
-        paper = [r.paper for r in (_row(with_row), _row(without_row))]
-        paper_diff = None if None in paper else paper[0] - paper[1]
-        lines.append(f"| {name} | {with_row} | {without_row} | {_fmt(c['mean'])} | {_fmt(c['std'])} | "
-                     f"{_fmt(c['se'])} | {_fmt(ratio)} | {', '.join(_fmt(d) for d in c['differences'])} | "
-                     f"{'' if paper_diff is None else f'{paper_diff:+.1f}'} |")
-    notes = [f"- {row.name}: {row.reason}" for row in ROWS if row.reason]
-    notes += [f"- {row.name}: {row.note}" for row in ROWS if row.note]
-    failures = [f"- {name}, seed {seed}: {reason}" for name, r in rows.items() for seed, reason in r["failed"].items()]
+        paper = "" if c["paper"] is None else f"{c['paper']:+.1f}"
+        out.append([c["name"], c["with"], c["without"], _fmt(c["mean"]), _fmt(c["std"]), _fmt(c["se"]), _fmt(ratio),
+                    ", ".join(_fmt(d) for d in c["differences"]), paper])
+    return out
+
+
+def caption(summary: dict) -> str:
+    return (f"Top-1 accuracy (%) on the {summary['test_videos']} target test videos of the **synthetic** "
+            f"`{summary['preset']}` dataset over seeds {', '.join(map(str, range(summary['seeds'])))}: mean, sample "
+            "standard deviation and standard error (SE = std / sqrt(n)) over the seeds that finished, next to the "
+            "paper's UCF-101 number for the same row (Table 1, averaged over UCF-101's 3 splits). The two columns "
+            "are different datasets: compare the order of the rows and the sign of the effects, not the numbers. "
+            f"Video rows start from the {BEST_IMAGE} image model of the same seed. Arch: S single branch, T triplet, "
+            "D dual (Siamese). Settings: the row's switches; in bold, other settings that differ from the preset "
+            "(reason below).")
+
+
+EFFECT_CAPTION = ("Paired effects (percentage points): per seed, the row with the component minus the row without "
+                  "it; mean, sample std and SE over the seeds where both rows finished; |mean| / SE > 1: the effect "
+                  "is larger than its standard error. Paper: the same difference in the paper's Table 1.")
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _table(summary: dict) -> str:
+    lines = [caption(summary), "", *_markdown_table(ROW_HEADER, row_table(summary)), "", EFFECT_CAPTION, "",
+             *_markdown_table(EFFECT_HEADER, effect_table(summary))]
+    notes = [f"- {r['name']}: {note}" for r in summary["rows"] for note in r["notes"]]
+    failures = [f"- {r['name']}, seed {seed}: {reason}" for r in summary["rows"] for seed, reason in r["failed"].items()]
     if notes:
         lines += ["", "Row notes:", "", *notes]
     if failures:
         lines += ["", "Failed runs (not in the means):", "", *failures]
-    minutes = summary["compute_seconds"] / 60
-    lines += ["", f"Measured by commit `{summary['commit']}`; compute {minutes:.1f} min (dataset generation, "
-              f"preparation and every row's training + evaluation, summed over the invocations that ran them)."]
+    lines += ["", f"Measured by commit `{summary['commit']}`; compute {summary['compute_seconds'] / 60:.1f} min "
+              "(dataset generation, preparation and every row's training + evaluation, summed over the invocations "
+              "that ran them)."]
     return "\n".join(lines) + "\n"
 
 
@@ -252,24 +262,32 @@ def _commit() -> str:
 
 
 def _summary(records: Dict[str, Dict[int, dict]], preset: str, seeds: int, setup_seconds: float) -> dict:
-    rows, top1 = {}, {}
+    """The ``ablation.json`` summary: self-contained (row definitions and paper numbers included)."""
+    rows, top1 = [], {}
     for row in ROWS:
         by_seed = records[row.name]
         top1[row.name] = {s: 100 * r["top1"] for s, r in by_seed.items() if r["status"] == "ok"}
-        rows[row.name] = {
+        rows.append({
+            "name": row.name, "stage": row.stage, "arch": row.arch, "settings": _settings_text(row),
+            "paper": row.paper, "notes": [text for text in (row.reason, row.note) if text],
             "per_seed": [top1[row.name].get(s) for s in range(seeds)],
             "failed": {s: r["reason"] for s, r in by_seed.items() if r["status"] != "ok"},
             "seconds": [by_seed[s]["seconds"] for s in range(seeds)],
             **summarise(list(top1[row.name].values())),
-        }
-    comparisons = {name: paired(top1[a], top1[b]) for name, a, b in COMPARISONS}
+        })
+    comparisons = []
+    for name, with_row, without_row in COMPARISONS:
+        paper = [_row(with_row).paper, _row(without_row).paper]
+        comparisons.append({"name": name, "with": with_row, "without": without_row,
+                            "paper": None if None in paper else paper[0] - paper[1],
+                            **paired(top1[with_row], top1[without_row])})
     videos = {r.get("videos") for by_seed in records.values() for r in by_seed.values() if r.get("videos")}
-    compute = setup_seconds + sum(sum(r["seconds"]) for r in rows.values())
+    compute = setup_seconds + sum(sum(r["seconds"]) for r in rows)
     return {"preset": preset, "seeds": seeds, "commit": _commit(), "test_videos": max(videos) if videos else 0,
             "setup_seconds": setup_seconds, "compute_seconds": compute, "rows": rows, "comparisons": comparisons}
 
 
-def run_ablation(out, preset: str = "small", seeds: int = 2, data=None, image_steps: Optional[int] = None,
+def run_ablation(out, preset: str = "bench", seeds: int = 2, data=None, image_steps: Optional[int] = None,
                  video_steps: Optional[int] = None, progress: bool = True) -> Path:
     """Train every row of :data:`ROWS` for seeds ``0..seeds-1`` on ``data`` (default: generate
     the ``preset`` dataset into ``out/data``); returns the path of ``ablation.md``."""
@@ -316,8 +334,8 @@ def add_parser(subparsers) -> None:
         "Markdown table next to the paper's UCF-101 numbers, with the spread over seeds and the paired effect of "
         "each component. A row that fails is recorded as failed and the others run; rerun to resume.",
     )
-    parser.add_argument("--preset", choices=["tiny", "small"], default="small",
-                        help="dataset and training size (default: small)")
+    parser.add_argument("--preset", choices=["tiny", "small", "bench"], default="bench",
+                        help="dataset and training size (default: bench, made for this table)")
     parser.add_argument("--seeds", type=int, default=2, help="training seeds 0..N-1 per row (default: 2)")
     parser.add_argument("--out", default="webda-ablate", help="output folder (default: webda-ablate); rerun to resume")
     parser.add_argument("--data", default=None, help="dataset root to use (default: generate the preset's into OUT/data)")

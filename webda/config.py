@@ -28,7 +28,7 @@ class TrainConfig:
 
     data: str = _opt("", "dataset root (web_images/, web_videos/, target/)")
     out: str = _opt("", "output folder: checkpoints, metrics.jsonl, config.toml, evaluation.json")
-    preset: str = _opt("small", "defaults for the run's size", ["tiny", "small", "paper"])
+    preset: str = _opt("small", "defaults for the run's size", ["tiny", "small", "bench", "paper"])
     arch: str = _opt("resnet-narrow16", "network (webda.models.resnet.ARCHS)")
     size: int = _opt(48, "crop side in pixels (train: random resized crop; eval: centre crop)")
     steps: int = _opt(300, "training steps")
@@ -41,6 +41,9 @@ class TrainConfig:
     top_t: float = _opt(0.9, "T as a fraction of the target batch (paper: 0.9)")
     attention_temperature: float = _opt(0.5, "softmax temperature on the mean top-T similarity (in [-1, 1])")
     bank_size: int = _opt(0, "attend against a queue of this many recent target embeddings too (0: off)")
+    attention_class_balance: bool = _opt(False, "rescale alpha within each web label so every label keeps its share "
+                                                "of the batch: attention reweights items, not classes (ours)")
+    attention_encoder_grad: bool = _opt(True, "the attention's gradient reaches the encoder (off: only W learns)")
     da: bool = _opt(True, "domain adaptation (multi-layer discriminators behind gradient reversal)")
     grl_max: float = _opt(0.3, "gradient-reversal coefficient the DANN schedule rises to (DANN: 1)")
     discriminator_hidden: int = _opt(128, "units per discriminator layer")
@@ -101,6 +104,10 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
                       checkpoint_every=10, log_every=5),
     },
     "small": {
+        "image": dict(arch="resnet-narrow16", size=48, steps=300, batch_image=32, batch_frame=32, batch_target=32),
+        "video": dict(size=48, steps=300, lr=0.03, batch_video=8, batch_target=8),
+    },
+    "bench": {
         "image": dict(arch="resnet-narrow16", size=48, steps=300, batch_image=32, batch_frame=32, batch_target=32),
         "video": dict(size=48, steps=300, lr=0.03, batch_video=8, batch_target=8),
     },

@@ -81,6 +81,9 @@ PRESETS: Dict[str, Preset] = {
     "tiny": Preset(num_classes=4, web_images=24, duplicates=3, web_videos=4, reuploads=1, target_train=6, target_test=4),
     # the demo: 6 classes (two motion pairs)
     "small": Preset(num_classes=6, web_images=60, duplicates=3, web_videos=10, reuploads=2, target_train=12, target_test=8),
+    # `webda ablate`: every class of the catalogue (three motion pairs), 240 target test videos
+    "bench": Preset(num_classes=10, web_images=80, duplicates=3, web_videos=12, reuploads=3, target_train=16,
+                    target_test=24),
 }
 
 _KIND_CODES = {"target_train": 0, "target_test": 1, "web_image": 2, "web_video": 3, "reupload": 4,
