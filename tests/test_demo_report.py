@@ -59,3 +59,10 @@ def test_demo_refuses_a_non_empty_folder(tmp_path, capsys):
     (tmp_path / "something").write_text("x")
     assert main(["demo", "--preset", "tiny", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_report_shows_the_recorded_ablation(demo_run):
+    from webda.ablate import TITLE
+
+    markdown = (demo_run / REPORT / "report.md").read_text()
+    assert f"## {TITLE}" in markdown and "not computed by this demo" in markdown

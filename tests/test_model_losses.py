@@ -184,12 +184,3 @@ def test_attention_class_balance_keeps_each_label_share_and_the_ratios_within_it
     assert src.grad.abs().sum() > 0 and att.topt.parametrizations.weight.original.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="labels"):
         att(src, tgt)
-
-
-def test_attention_without_encoder_grad_trains_only_w():
-    torch.manual_seed(0)
-    src, tgt = torch.randn(5, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True)
-    att = WebAttention(dim=6, top_t=2, encoder_grad=False)
-    att(src, tgt)[0].backward()
-    assert src.grad is None and tgt.grad is None
-    assert att.topt.parametrizations.weight.original.grad.abs().sum() > 0

@@ -31,9 +31,11 @@ from typing import Dict, List, Optional, Sequence
 from webda.config import RESUMABLE_CHANGES, ImageConfig, VideoConfig, differences, from_dict, to_dict
 from webda.demo import stage_config
 from webda.errors import UserError
+from webda.report.document import Block, Document, Paragraph, Table
 
 BEST_IMAGE = "I + F (A + DA)"
 RESULT = "row.json"
+TITLE = "Ablation (paper Table 1) on the synthetic dataset"
 
 
 @dataclass(frozen=True)
@@ -192,60 +194,53 @@ ROW_HEADER = ["row", "arch", "settings", "ours, synthetic (%)", "std", "SE", "pe
 EFFECT_HEADER = ["effect", "with", "without", "mean", "std", "SE", "mean / SE", "per seed", "paper"]
 
 
-def row_table(summary: dict) -> List[List[str]]:
-    """The rows of the accuracy table (columns :data:`ROW_HEADER`) of an ``ablation.json`` summary."""
-    out = []
+def _row_table(summary: dict) -> Table:
+    rows = []
     for r in summary["rows"]:
         per_seed = ", ".join("failed" if v is None else _fmt(v) for v in r["per_seed"])
-        out.append([r["name"], r["arch"], r["settings"], _fmt(r["mean"]), _fmt(r["std"]), _fmt(r["se"]), per_seed,
-                    _fmt(r["paper"])])
-    return out
+        rows.append([r["name"], r["arch"], r["settings"], _fmt(r["mean"]), _fmt(r["std"]), _fmt(r["se"]), per_seed,
+                     _fmt(r["paper"])])
+    return Table(ROW_HEADER, rows)
 
 
-def effect_table(summary: dict) -> List[List[str]]:
-    """The rows of the paired-effects table (columns :data:`EFFECT_HEADER`) of an ``ablation.json`` summary."""
-    out = []
+def _effect_table(summary: dict) -> Table:
+    rows = []
     for c in summary["comparisons"]:
         ratio = None if not c["se"] else c["mean"] / c["se"]
         paper = "" if c["paper"] is None else f"{c['paper']:+.1f}"
-        out.append([c["name"], c["with"], c["without"], _fmt(c["mean"]), _fmt(c["std"]), _fmt(c["se"]), _fmt(ratio),
-                    ", ".join(_fmt(d) for d in c["differences"]), paper])
-    return out
+        rows.append([c["name"], c["with"], c["without"], _fmt(c["mean"]), _fmt(c["std"]), _fmt(c["se"]), _fmt(ratio),
+                     ", ".join(_fmt(d) for d in c["differences"]), paper])
+    return Table(EFFECT_HEADER, rows)
 
 
-def caption(summary: dict) -> str:
-    return (f"Top-1 accuracy (%) on the {summary['test_videos']} target test videos of the **synthetic** "
-            f"`{summary['preset']}` dataset over seeds {', '.join(map(str, range(summary['seeds'])))}: mean, sample "
-            "standard deviation and standard error (SE = std / sqrt(n)) over the seeds that finished, next to the "
-            "paper's UCF-101 number for the same row (Table 1, averaged over UCF-101's 3 splits). The two columns "
-            "are different datasets: compare the order of the rows and the sign of the effects, not the numbers. "
-            f"Video rows start from the {BEST_IMAGE} image model of the same seed. Arch: S single branch, T triplet, "
-            "D dual (Siamese). Settings: the row's switches; in bold, other settings that differ from the preset "
-            "(reason below).")
-
-
-EFFECT_CAPTION = ("Paired effects (percentage points): per seed, the row with the component minus the row without "
+def table_blocks(summary: dict) -> List[Block]:
+    """The ablation table of an ``ablation.json`` summary as report blocks: caption, accuracy per
+    row, paired effects, row notes, failed runs, the commit and compute time."""
+    blocks: List[Block] = [
+        Paragraph(f"Top-1 accuracy (%) on the {summary['test_videos']} target test videos of the **synthetic** "
+                  f"`{summary['preset']}` dataset over seeds {', '.join(map(str, range(summary['seeds'])))}: mean, "
+                  "sample standard deviation and standard error (SE = std / sqrt(n)) over the seeds that finished, "
+                  "next to the paper's UCF-101 number for the same row (Table 1, averaged over UCF-101's 3 splits). "
+                  "The two columns are different datasets: compare the order of the rows and the sign of the "
+                  f"effects, not the numbers. Video rows start from the {BEST_IMAGE} image model of the same seed. "
+                  "Arch: S single branch, T triplet, D dual (Siamese). Settings: the row's switches; in bold, other "
+                  "settings that differ from the preset (reason below)."),
+        _row_table(summary),
+        Paragraph("Paired effects (percentage points): per seed, the row with the component minus the row without "
                   "it; mean, sample std and SE over the seeds where both rows finished; |mean| / SE > 1: the effect "
-                  "is larger than its standard error. Paper: the same difference in the paper's Table 1.")
-
-
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
-def _table(summary: dict) -> str:
-    lines = [caption(summary), "", *_markdown_table(ROW_HEADER, row_table(summary)), "", EFFECT_CAPTION, "",
-             *_markdown_table(EFFECT_HEADER, effect_table(summary))]
+                  "is larger than its standard error. Paper: the same difference in the paper's Table 1."),
+        _effect_table(summary),
+    ]
     notes = [f"- {r['name']}: {note}" for r in summary["rows"] for note in r["notes"]]
     failures = [f"- {r['name']}, seed {seed}: {reason}" for r in summary["rows"] for seed, reason in r["failed"].items()]
     if notes:
-        lines += ["", "Row notes:", "", *notes]
+        blocks.append(Paragraph("\n".join(["Row notes:", "", *notes])))
     if failures:
-        lines += ["", "Failed runs (not in the means):", "", *failures]
-    lines += ["", f"Measured by commit `{summary['commit']}`; compute {summary['compute_seconds'] / 60:.1f} min "
-              "(dataset generation, preparation and every row's training + evaluation, summed over the invocations "
-              "that ran them)."]
-    return "\n".join(lines) + "\n"
+        blocks.append(Paragraph("\n".join(["Failed runs (not in the means):", "", *failures])))
+    blocks.append(Paragraph(f"Measured by commit `{summary['commit']}`; compute {summary['compute_seconds'] / 60:.1f} "
+                            "min (dataset generation, preparation and every row's training + evaluation, summed over "
+                            "the invocations that ran them)."))
+    return blocks
 
 
 def _commit() -> str:
@@ -322,7 +317,7 @@ def run_ablation(out, preset: str = "bench", seeds: int = 2, data=None, image_st
     summary = _summary(records, preset, seeds, setup["seconds"])
     (out / "ablation.json").write_text(json.dumps(summary, indent=1))
     table = out / "ablation.md"
-    table.write_text(f"# Ablation (paper Table 1) on the synthetic dataset\n\n{_table(summary)}")
+    table.write_text(Document(TITLE, table_blocks(summary)).markdown())
     return table
 
 

@@ -41,9 +41,9 @@ class TrainConfig:
     top_t: float = _opt(0.9, "T as a fraction of the target batch (paper: 0.9)")
     attention_temperature: float = _opt(0.5, "softmax temperature on the mean top-T similarity (in [-1, 1])")
     bank_size: int = _opt(0, "attend against a queue of this many recent target embeddings too (0: off)")
-    attention_class_balance: bool = _opt(False, "rescale alpha within each web label so every label keeps its share "
-                                                "of the batch: attention reweights items, not classes (ours)")
-    attention_encoder_grad: bool = _opt(True, "the attention's gradient reaches the encoder (off: only W learns)")
+    attention_class_balance: bool = _opt(True, "rescale alpha within each web label so every label keeps its share "
+                                               "of the batch: attention reweights items, not classes (ours; off: the "
+                                               "paper's one softmax over the batch)")
     da: bool = _opt(True, "domain adaptation (multi-layer discriminators behind gradient reversal)")
     grl_max: float = _opt(0.3, "gradient-reversal coefficient the DANN schedule rises to (DANN: 1)")
     discriminator_hidden: int = _opt(128, "units per discriminator layer")

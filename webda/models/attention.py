@@ -42,12 +42,11 @@ def balance_by_label(alpha: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class WebAttention(nn.Module):
     """alpha (Ns,), summing to 1, for web embeddings ``src`` (Ns, D) given target ``tgt`` (Nt, D).
 
-    ``class_balance``: :func:`balance_by_label` with the web labels. ``encoder_grad`` False:
-    the embeddings enter detached, so only W learns from the weighted loss.
+    ``class_balance``: :func:`balance_by_label` with the web labels of ``src``.
     """
 
     def __init__(self, dim: int, top_t: int, temperature: float = 0.1, bank_size: int = 0,
-                 class_balance: bool = False, encoder_grad: bool = True):
+                 class_balance: bool = False):
         super().__init__()
         if top_t < 1:
             raise ValueError(f"top_t must be >= 1, got {top_t}")
@@ -56,7 +55,7 @@ class WebAttention(nn.Module):
         if bank_size < 0:
             raise ValueError(f"bank_size must be >= 0, got {bank_size}")
         self.top_t, self.temperature, self.bank_size = top_t, temperature, bank_size
-        self.class_balance, self.encoder_grad = class_balance, encoder_grad
+        self.class_balance = class_balance
         # The op's temperature divides the top-T *sum*; ours divides the mean.
         self.topt = spectral_norm(TopTAttention(dim, top_t, temperature * top_t))
         self.register_buffer("bank", torch.zeros(bank_size, dim))
@@ -67,8 +66,6 @@ class WebAttention(nn.Module):
         """``labels`` (Ns,): the web labels of ``src``, needed with ``class_balance``."""
         if self.class_balance and labels is None:
             raise ValueError("WebAttention with class_balance needs the web labels of src")
-        if not self.encoder_grad:
-            src, tgt = src.detach(), tgt.detach()
         src = F.normalize(src.float(), dim=1)
         tgt = F.normalize(gather_rows(tgt).float(), dim=1)
         keys = tgt
@@ -91,4 +88,4 @@ class WebAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"top_t={self.top_t}, temperature={self.temperature}, bank_size={self.bank_size}, "
-                f"class_balance={self.class_balance}, encoder_grad={self.encoder_grad}")
+                f"class_balance={self.class_balance}")

@@ -59,7 +59,7 @@ def _attention(cfg: TrainConfig, world_size: int):
         return None
     top_t = max(1, round(cfg.top_t * cfg.batch_target * world_size))
     return dict(top_t=top_t, temperature=cfg.attention_temperature, bank_size=cfg.bank_size,
-                class_balance=cfg.attention_class_balance, encoder_grad=cfg.attention_encoder_grad)
+                class_balance=cfg.attention_class_balance)
 
 
 def _image_network(cfg: ImageConfig, classes: List[str]) -> nn.Module:
