@@ -47,7 +47,8 @@ class WebDAModel(nn.Module):
     discriminator (empty: no domain adaptation, no discriminator built). ``attention``: a
     dict of :class:`WebAttention` arguments (``top_t``, ``temperature``, ``bank_size``), or
     None for uniform weights. ``grl_steps``: length of the DANN schedule (training steps);
-    ``grl_max``: the coefficient it rises to.
+    ``grl_max``: the coefficient it rises to. ``da_layers``: how many of the encoder's stage
+    outputs, counted from the last, the discriminators see (None: all, the paper's).
     """
 
     def __init__(
@@ -60,12 +61,17 @@ class WebDAModel(nn.Module):
         discriminator_hidden: int = 128,
         grl_steps: int = 1000,
         grl_max: float = 1.0,
+        da_layers: Optional[int] = None,
     ):
         super().__init__()
         if not labeled:
             raise ValueError("at least one labeled branch is needed")
         self.net, self.labeled, self.pairs, self.beta = net, tuple(labeled), tuple(pairs), beta
         dim, taps = net.embedding_dim, net.stage_channels
+        if da_layers is not None and not 1 <= da_layers <= len(taps):
+            raise ValueError(f"da_layers must be in [1, {len(taps)}], got {da_layers}")
+        self.da_layers = len(taps) if da_layers is None else da_layers
+        taps = taps[len(taps) - self.da_layers:]
         self.attention = (
             nn.ModuleDict({b: WebAttention(dim, **attention) for b in self.labeled}) if attention else None
         )
@@ -109,7 +115,7 @@ class WebDAModel(nn.Module):
         loss = sum(out[f"ce/{b}"] for b in self.labeled)
 
         if self.pairs:
-            reversed_taps = [split(self.grl(pooled(t).float())) for t in taps]
+            reversed_taps = [split(self.grl(pooled(t).float())) for t in taps[len(taps) - self.da_layers:]]
             for pair in self.pairs:
                 name = pair_name(pair)
                 out[f"domain/{name}"], out[f"domain_acc/{name}"] = self._domain_loss(pair, reversed_taps)
