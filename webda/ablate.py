@@ -140,7 +140,8 @@ def _run_row(row: Row, cfg, seed: int, upstream: Optional[dict]) -> dict:
     if path.is_file():
         record = json.loads(path.read_text())
         # The folder's own path (and the image model's under it) may differ if OUT was moved.
-        changed = differences(from_dict(type(cfg), record["config"], str(path)), cfg, RESUMABLE_CHANGES | {"out", "init"})
+        recorded = from_dict(type(cfg), record["config"], str(path))
+        changed = differences(recorded, cfg, RESUMABLE_CHANGES | {"out", "init"})
         if changed:
             listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
             raise UserError(f"{folder} holds a run of {row.name!r} with other settings ({listed}); use another --out "
@@ -190,7 +191,8 @@ def _settings_text(row: Row) -> str:
     return ", ".join(parts)
 
 
-ROW_HEADER = ["row", "arch", "settings", "ours, synthetic (%)", "std", "SE", "per seed", "paper, UCF-101 (%)"]
+ROW_HEADER = ["row", "arch", "settings", "ours, synthetic (%)", "std", "SE", "per seed", "paper, UCF-101 (%)",
+              "s / seed"]
 EFFECT_HEADER = ["effect", "with", "without", "mean", "std", "SE", "mean / SE", "per seed", "paper"]
 
 
@@ -199,7 +201,7 @@ def _row_table(summary: dict) -> Table:
     for r in summary["rows"]:
         per_seed = ", ".join("failed" if v is None else _fmt(v) for v in r["per_seed"])
         rows.append([r["name"], r["arch"], r["settings"], _fmt(r["mean"]), _fmt(r["std"]), _fmt(r["se"]), per_seed,
-                     _fmt(r["paper"])])
+                     _fmt(r["paper"]), _fmt(statistics.mean(r["seconds"]), 0)])
     return Table(ROW_HEADER, rows)
 
 
@@ -237,9 +239,11 @@ def table_blocks(summary: dict) -> List[Block]:
         blocks.append(Paragraph("\n".join(["Row notes:", "", *notes])))
     if failures:
         blocks.append(Paragraph("\n".join(["Failed runs (not in the means):", "", *failures])))
-    blocks.append(Paragraph(f"Measured by commit `{summary['commit']}`; compute {summary['compute_seconds'] / 60:.1f} "
-                            "min (dataset generation, preparation and every row's training + evaluation, summed over "
-                            "the invocations that ran them)."))
+    blocks.append(Paragraph(
+        f"Measured by commit `{summary['commit']}`. Time: {summary['compute_seconds'] / 60:.1f} min in all (dataset "
+        f"generation and preparation {summary['setup_seconds']:.0f} s, plus every row's training and evaluation, "
+        "s / seed above, summed over the invocations that ran them); the invocation that wrote this table ran "
+        f"{summary['wall_seconds'] / 60:.1f} min."))
     return blocks
 
 
@@ -256,7 +260,8 @@ def _commit() -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def _summary(records: Dict[str, Dict[int, dict]], preset: str, seeds: int, setup_seconds: float) -> dict:
+def _summary(records: Dict[str, Dict[int, dict]], preset: str, seeds: int, setup_seconds: float,
+             wall_seconds: float) -> dict:
     """The ``ablation.json`` summary: self-contained (row definitions and paper numbers included)."""
     rows, top1 = [], {}
     for row in ROWS:
@@ -279,10 +284,11 @@ def _summary(records: Dict[str, Dict[int, dict]], preset: str, seeds: int, setup
     videos = {r.get("videos") for by_seed in records.values() for r in by_seed.values() if r.get("videos")}
     compute = setup_seconds + sum(sum(r["seconds"]) for r in rows)
     return {"preset": preset, "seeds": seeds, "commit": _commit(), "test_videos": max(videos) if videos else 0,
-            "setup_seconds": setup_seconds, "compute_seconds": compute, "rows": rows, "comparisons": comparisons}
+            "setup_seconds": setup_seconds, "compute_seconds": compute, "wall_seconds": wall_seconds, "rows": rows,
+            "comparisons": comparisons}
 
 
-def run_ablation(out, preset: str = "bench", seeds: int = 2, data=None, image_steps: Optional[int] = None,
+def run_ablation(out, preset: str = "bench", seeds: int = 3, data=None, image_steps: Optional[int] = None,
                  video_steps: Optional[int] = None, progress: bool = True) -> Path:
     """Train every row of :data:`ROWS` for seeds ``0..seeds-1`` on ``data`` (default: generate
     the ``preset`` dataset into ``out/data``); returns the path of ``ablation.md``."""
@@ -314,7 +320,7 @@ def run_ablation(out, preset: str = "bench", seeds: int = 2, data=None, image_st
             records[row.name][seed] = record = _run_row(row, cfg, seed, upstream)
             outcome = f"top-1 {100 * record['top1']:.1f}" if record["status"] == "ok" else f"failed: {record['reason']}"
             print(f"[seed {seed}] {row.name}: {outcome} ({record['seconds']:.0f} s)", flush=True)
-    summary = _summary(records, preset, seeds, setup["seconds"])
+    summary = _summary(records, preset, seeds, setup["seconds"], time.perf_counter() - start)
     (out / "ablation.json").write_text(json.dumps(summary, indent=1))
     table = out / "ablation.md"
     table.write_text(Document(TITLE, table_blocks(summary)).markdown())
@@ -331,7 +337,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--preset", choices=["tiny", "small", "bench"], default="bench",
                         help="dataset and training size (default: bench, made for this table)")
-    parser.add_argument("--seeds", type=int, default=2, help="training seeds 0..N-1 per row (default: 2)")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 per row (default: 3)")
     parser.add_argument("--out", default="webda-ablate", help="output folder (default: webda-ablate); rerun to resume")
     parser.add_argument("--data", default=None, help="dataset root to use (default: generate the preset's into OUT/data)")
     parser.add_argument("--image-steps", type=int, default=None, help="training steps of image rows (default: preset's)")

@@ -47,6 +47,8 @@ class TrainConfig:
     da: bool = _opt(True, "domain adaptation (multi-layer discriminators behind gradient reversal)")
     grl_max: float = _opt(0.3, "gradient-reversal coefficient the DANN schedule rises to (DANN: 1)")
     discriminator_hidden: int = _opt(128, "units per discriminator layer")
+    da_weighted: bool = _opt(False, "with attention, the web side of each domain loss is averaged with the attention "
+                                    "weights, so items it distrusts are not aligned to the target (ours)")
     da_layers: int = _opt(4, "the discriminators see this many of the encoder's 4 stage outputs, the deepest ones "
                              "(paper: 4, all of them)")
     flip: bool = _opt(False, "random horizontal flips (they turn left/right and cw/ccw classes into each other)")

@@ -49,6 +49,9 @@ class WebDAModel(nn.Module):
     None for uniform weights. ``grl_steps``: length of the DANN schedule (training steps);
     ``grl_max``: the coefficient it rises to. ``da_layers``: how many of the encoder's stage
     outputs, counted from the last, the discriminators see (None: all, the paper's).
+    ``da_weighted``: each labeled side of a domain loss is averaged with the attention's
+    weights (detached) instead of uniformly, so the items the attention distrusts are not
+    pulled towards the other domain (ours; the paper averages uniformly).
     """
 
     def __init__(
@@ -62,11 +65,13 @@ class WebDAModel(nn.Module):
         grl_steps: int = 1000,
         grl_max: float = 1.0,
         da_layers: Optional[int] = None,
+        da_weighted: bool = False,
     ):
         super().__init__()
         if not labeled:
             raise ValueError("at least one labeled branch is needed")
         self.net, self.labeled, self.pairs, self.beta = net, tuple(labeled), tuple(pairs), beta
+        self.da_weighted = da_weighted
         dim, taps = net.embedding_dim, net.stage_channels
         if da_layers is not None and not 1 <= da_layers <= len(taps):
             raise ValueError(f"da_layers must be in [1, {len(taps)}], got {da_layers}")
@@ -118,16 +123,21 @@ class WebDAModel(nn.Module):
             reversed_taps = [split(self.grl(pooled(t).float())) for t in taps[len(taps) - self.da_layers:]]
             for pair in self.pairs:
                 name = pair_name(pair)
-                out[f"domain/{name}"], out[f"domain_acc/{name}"] = self._domain_loss(pair, reversed_taps)
+                weights = {b: out[f"alpha/{b}"] for b in pair if b in self.labeled} if self.da_weighted else {}
+                out[f"domain/{name}"], out[f"domain_acc/{name}"] = self._domain_loss(pair, reversed_taps, weights)
                 loss = loss + self.beta * out[f"domain/{name}"]
         out["loss"] = loss
         return out
 
-    def _domain_loss(self, pair: Tuple[str, str], taps) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _domain_loss(self, pair: Tuple[str, str], taps, weights: Dict[str, torch.Tensor]
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """BCE of each side of ``pair`` (label 1, then 0), averaged uniformly or with ``weights[b]``
+        (summing to 1), and the discriminator's accuracy."""
         disc = self.discriminators[pair_name(pair)]
         one, zero = (disc([t[b] for t in taps]) for b in pair)
-        loss = F.binary_cross_entropy_with_logits(one, torch.ones_like(one)) + F.binary_cross_entropy_with_logits(
-            zero, torch.zeros_like(zero)
-        )
+        loss = 0.0
+        for b, logit, target in ((pair[0], one, 1.0), (pair[1], zero, 0.0)):
+            bce = F.binary_cross_entropy_with_logits(logit, torch.full_like(logit, target), reduction="none")
+            loss = loss + ((weights[b] * bce).sum() if b in weights else bce.mean())
         acc = 0.5 * ((one > 0).float().mean() + (zero <= 0).float().mean())
         return loss, acc.detach()
