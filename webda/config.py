@@ -47,10 +47,6 @@ class TrainConfig:
     da: bool = _opt(True, "domain adaptation (multi-layer discriminators behind gradient reversal)")
     grl_max: float = _opt(0.3, "gradient-reversal coefficient the DANN schedule rises to (DANN: 1)")
     discriminator_hidden: int = _opt(128, "units per discriminator layer")
-    da_weighted: bool = _opt(False, "with attention, the web side of each domain loss is averaged with the attention "
-                                    "weights, so items it distrusts are not aligned to the target (ours)")
-    da_layers: int = _opt(4, "the discriminators see this many of the encoder's 4 stage outputs, the deepest ones "
-                             "(paper: 4, all of them)")
     flip: bool = _opt(False, "random horizontal flips (they turn left/right and cw/ccw classes into each other)")
     chunk_span: int = _opt(24, "consecutive source frames per chunk (paper: 24)")
     chunk_stride: int = _opt(2, "take every n-th frame of the span (paper: 2 -> 12 frames)")
@@ -205,8 +201,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise UserError(f"{name} must be > 0, got {getattr(cfg, name)}")
     if not 0 < cfg.top_t <= 1:
         raise UserError(f"top_t is a fraction of the target batch in (0, 1], got {cfg.top_t}")
-    if not 1 <= cfg.da_layers <= 4:
-        raise UserError(f"da_layers must be in [1, 4] (stage outputs of the encoder), got {cfg.da_layers}")
     if cfg.bank_size < 0 or cfg.workers < 0 or cfg.eval_every < 0 or cfg.warmup_steps < 0:
         raise UserError("bank_size, workers, eval_every and warmup_steps must be >= 0")
     if isinstance(cfg, VideoConfig):

@@ -47,11 +47,7 @@ class WebDAModel(nn.Module):
     discriminator (empty: no domain adaptation, no discriminator built). ``attention``: a
     dict of :class:`WebAttention` arguments (``top_t``, ``temperature``, ``bank_size``), or
     None for uniform weights. ``grl_steps``: length of the DANN schedule (training steps);
-    ``grl_max``: the coefficient it rises to. ``da_layers``: how many of the encoder's stage
-    outputs, counted from the last, the discriminators see (None: all, the paper's).
-    ``da_weighted``: each labeled side of a domain loss is averaged with the attention's
-    weights (detached) instead of uniformly, so the items the attention distrusts are not
-    pulled towards the other domain (ours; the paper averages uniformly).
+    ``grl_max``: the coefficient it rises to.
     """
 
     def __init__(
@@ -64,19 +60,12 @@ class WebDAModel(nn.Module):
         discriminator_hidden: int = 128,
         grl_steps: int = 1000,
         grl_max: float = 1.0,
-        da_layers: Optional[int] = None,
-        da_weighted: bool = False,
     ):
         super().__init__()
         if not labeled:
             raise ValueError("at least one labeled branch is needed")
         self.net, self.labeled, self.pairs, self.beta = net, tuple(labeled), tuple(pairs), beta
-        self.da_weighted = da_weighted
         dim, taps = net.embedding_dim, net.stage_channels
-        if da_layers is not None and not 1 <= da_layers <= len(taps):
-            raise ValueError(f"da_layers must be in [1, {len(taps)}], got {da_layers}")
-        self.da_layers = len(taps) if da_layers is None else da_layers
-        taps = taps[len(taps) - self.da_layers:]
         self.attention = (
             nn.ModuleDict({b: WebAttention(dim, **attention) for b in self.labeled}) if attention else None
         )
@@ -120,24 +109,19 @@ class WebDAModel(nn.Module):
         loss = sum(out[f"ce/{b}"] for b in self.labeled)
 
         if self.pairs:
-            reversed_taps = [split(self.grl(pooled(t).float())) for t in taps[len(taps) - self.da_layers:]]
+            reversed_taps = [split(self.grl(pooled(t).float())) for t in taps]
             for pair in self.pairs:
                 name = pair_name(pair)
-                weights = {b: out[f"alpha/{b}"] for b in pair if b in self.labeled} if self.da_weighted else {}
-                out[f"domain/{name}"], out[f"domain_acc/{name}"] = self._domain_loss(pair, reversed_taps, weights)
+                out[f"domain/{name}"], out[f"domain_acc/{name}"] = self._domain_loss(pair, reversed_taps)
                 loss = loss + self.beta * out[f"domain/{name}"]
         out["loss"] = loss
         return out
 
-    def _domain_loss(self, pair: Tuple[str, str], taps, weights: Dict[str, torch.Tensor]
-                     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """BCE of each side of ``pair`` (label 1, then 0), averaged uniformly or with ``weights[b]``
-        (summing to 1), and the discriminator's accuracy."""
+    def _domain_loss(self, pair: Tuple[str, str], taps) -> Tuple[torch.Tensor, torch.Tensor]:
         disc = self.discriminators[pair_name(pair)]
         one, zero = (disc([t[b] for t in taps]) for b in pair)
-        loss = 0.0
-        for b, logit, target in ((pair[0], one, 1.0), (pair[1], zero, 0.0)):
-            bce = F.binary_cross_entropy_with_logits(logit, torch.full_like(logit, target), reduction="none")
-            loss = loss + ((weights[b] * bce).sum() if b in weights else bce.mean())
+        loss = F.binary_cross_entropy_with_logits(one, torch.ones_like(one)) + F.binary_cross_entropy_with_logits(
+            zero, torch.zeros_like(zero)
+        )
         acc = 0.5 * ((one > 0).float().mean() + (zero <= 0).float().mean())
         return loss, acc.detach()

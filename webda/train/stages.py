@@ -73,7 +73,7 @@ def _image_method(cfg: ImageConfig, net: nn.Module, world_size: int) -> WebDAMod
     labeled = [b for b, flag in (("image", "I"), ("frame", "F")) if flag in cfg.branches]
     pairs = [p for p in IMAGE_PAIRS if cfg.da and all(b in labeled + ["target"] for b in p)]
     return WebDAModel(net, labeled, pairs, _attention(cfg, world_size), cfg.beta, cfg.discriminator_hidden, cfg.steps,
-                      cfg.grl_max, cfg.da_layers, cfg.da_weighted)
+                      cfg.grl_max)
 
 
 IMAGE_STAGE = Stage(
@@ -110,7 +110,7 @@ def _video_network(cfg: VideoConfig, classes: List[str]) -> nn.Module:
 def _video_method(cfg: VideoConfig, net: nn.Module, world_size: int) -> WebDAModel:
     pairs = list(VIDEO_PAIRS) if cfg.da else []
     return WebDAModel(net, ["video"], pairs, _attention(cfg, world_size), cfg.beta, cfg.discriminator_hidden,
-                      cfg.steps, cfg.grl_max, cfg.da_layers, cfg.da_weighted)
+                      cfg.steps, cfg.grl_max)
 
 
 
