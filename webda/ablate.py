@@ -60,7 +60,8 @@ class Row:
 
     def __post_init__(self):
         if self.changes and not self.reason:
-            raise ValueError(f"row {self.name!r}: settings {sorted(self.changes)} differ from the preset without a reason")
+            raise ValueError(f"row {self.name!r}: settings {sorted(self.changes)} differ from the preset without "
+                             "a reason")
 
     @property
     def settings(self) -> Dict[str, object]:
@@ -129,7 +130,7 @@ def _row(name: str) -> Row:
     return next(row for row in ROWS if row.name == name)
 
 
-def _run_row(row: Row, cfg, seed: int, upstream: Optional[dict]) -> dict:
+def _run_row(row: Row, cfg, seed: int, upstream: Optional[dict], commit: str) -> dict:
     """The result record of ``row`` for ``seed``: read from a recorded run, or trained now.
 
     A training error (a diverged loss, or anything else but an interrupt) is recorded as a
@@ -150,7 +151,7 @@ def _run_row(row: Row, cfg, seed: int, upstream: Optional[dict]) -> dict:
             raise UserError(f"{folder} holds a run of {row.name!r} with other settings ({listed}); use another --out "
                             "or delete that folder")
         return record
-    record = {"row": row.name, "seed": seed, "config": to_dict(cfg)}
+    record = {"row": row.name, "seed": seed, "commit": commit, "config": to_dict(cfg)}
     start = time.perf_counter()
     if upstream is not None and upstream["status"] != "ok":
         record.update(status="failed", reason=f"its image model ({BEST_IMAGE}, seed {seed}) failed")
@@ -237,15 +238,17 @@ def table_blocks(summary: dict) -> List[Block]:
         _effect_table(summary),
     ]
     notes = [f"- {r['name']}: {note}" for r in summary["rows"] for note in r["notes"]]
-    failures = [f"- {r['name']}, seed {seed}: {reason}" for r in summary["rows"] for seed, reason in r["failed"].items()]
+    failures = [f"- {r['name']}, seed {seed}: {reason}"
+                for r in summary["rows"] for seed, reason in r["failed"].items()]
     if notes:
         blocks.append(Paragraph("\n".join(["Row notes:", "", *notes])))
     if failures:
         blocks.append(Paragraph("\n".join(["Failed runs (not in the means):", "", *failures])))
     blocks.append(Paragraph(
-        f"Measured by commit `{summary['commit']}`. Time: {summary['compute_seconds'] / 60:.1f} min in all (dataset "
-        f"generation and preparation {summary['setup_seconds']:.0f} s, plus every row's training and evaluation, "
-        "s / seed above, summed over the invocations that ran them); the invocation that wrote this table ran "
+        f"Measured by commit `{summary['commit']}` (each commit that trained a row). Time: "
+        f"{summary['compute_seconds'] / 60:.1f} min in all (dataset generation and preparation "
+        f"{summary['setup_seconds']:.0f} s, plus every row's training and evaluation, s / seed above, summed over the "
+        "invocations that ran them); the invocation that wrote this table ran "
         f"{summary['wall_seconds'] / 60:.1f} min."))
     return blocks
 
@@ -286,7 +289,8 @@ def _summary(records: Dict[str, Dict[int, dict]], preset: str, seeds: int, setup
                             **paired(top1[with_row], top1[without_row])})
     videos = {r.get("videos") for by_seed in records.values() for r in by_seed.values() if r.get("videos")}
     compute = setup_seconds + sum(sum(r["seconds"]) for r in rows)
-    return {"preset": preset, "seeds": seeds, "commit": _commit(), "test_videos": max(videos) if videos else 0,
+    commits = sorted({r.get("commit", "unknown") for by_seed in records.values() for r in by_seed.values()})
+    return {"preset": preset, "seeds": seeds, "commit": ", ".join(commits), "test_videos": max(videos) if videos else 0,
             "setup_seconds": setup_seconds, "compute_seconds": compute, "wall_seconds": wall_seconds, "rows": rows,
             "comparisons": comparisons}
 
@@ -314,13 +318,14 @@ def run_ablation(out, preset: str = "bench", seeds: int = 3, data=None, image_st
         setup["seconds"] = time.perf_counter() - start
         setup_file.write_text(json.dumps(setup))
     steps = {"image": image_steps, "video": video_steps}
+    commit = _commit()
     records: Dict[str, Dict[int, dict]] = {row.name: {} for row in ROWS}
     for seed in range(seeds):
         for i, row in enumerate(ROWS, start=1):
             print(f"[seed {seed}, {i}/{len(ROWS)}] {row.name} ({time.perf_counter() - start:.0f} s)", flush=True)
             cfg = _row_config(row, Path(data), out, preset, seed, steps, progress)
             upstream = records[BEST_IMAGE][seed] if row.stage == "video" and cfg.init != "scratch" else None
-            records[row.name][seed] = record = _run_row(row, cfg, seed, upstream)
+            records[row.name][seed] = record = _run_row(row, cfg, seed, upstream, commit)
             outcome = f"top-1 {100 * record['top1']:.1f}" if record["status"] == "ok" else f"failed: {record['reason']}"
             print(f"[seed {seed}] {row.name}: {outcome} ({record['seconds']:.0f} s)", flush=True)
     summary = _summary(records, preset, seeds, setup["seconds"], time.perf_counter() - start)
