@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from webda import ablate
-from webda.ablate import BEST_IMAGE, COMPARISONS, ROWS, Row, paired, summarise
+from webda.ablate import BEST_IMAGE, COMPARISONS, ROWS, Row, motion_partners, paired, pairs_merged_accuracy, summarise
 from webda.cli import main
 
 
@@ -40,6 +40,7 @@ def test_ablate_writes_the_table_and_reuses_finished_runs(tmp_path):
         assert f"{row.paper:.1f}" in table
         per_seed = results["rows"][row.name]["per_seed"]
         assert len(per_seed) == 1 and 0.0 <= per_seed[0] <= 100.0
+        assert per_seed[0] <= results["rows"][row.name]["merged"]["mean"] <= 100.0
         assert results["rows"][row.name]["failed"] == {}
     for name, with_row, without_row in COMPARISONS:
         c = results["comparisons"][name]
@@ -75,7 +76,7 @@ def test_a_diverging_row_is_recorded_and_the_others_still_run(tmp_path, monkeypa
     assert results["comparisons"]["video over image"]["n"] == 0
     assert results["comparisons"]["stage 2"]["n"] == 1
     table = (out / "ablation.md").read_text()
-    assert "| I | S | branches=I, attention=False, da=False, **lr=1e+30** | – | – | – | failed | 62.9 |" in table
+    assert "| I | S | branches=I, attention=False, da=False, **lr=1e+30** | – | – | – | failed | – | – | 62.9 |" in table
     assert f"- I: {huge}" in table and "- I, seed 0: training diverged" in table
 
     # a rerun reuses the failure (same settings, same seed) instead of training the row again
@@ -126,3 +127,18 @@ def test_summary_statistics_and_paired_differences():
 def statistics_se(values):
     mean = sum(values) / len(values)
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+
+
+def test_pairs_merged_accuracy_counts_the_motion_partner_as_right(tmp_path):
+    classes = ["left", "right", "star"]
+    confusion = [[3, 5, 2],   # left: 3 right, 5 taken for its partner, 2 for the star
+                 [0, 4, 0],
+                 [1, 1, 6]]   # the star has no partner: only 6 right
+    partners = {"left": "right", "right": "left"}
+    assert pairs_merged_accuracy(confusion, classes, partners) == (8 + 4 + 6) / 22
+    assert pairs_merged_accuracy(confusion, classes, {}) == (3 + 4 + 6) / 22
+    assert motion_partners(tmp_path) is None  # no dataset card: real data
+
+
+def test_motion_partners_from_the_dataset_card(tiny_dataset):
+    assert motion_partners(tiny_dataset) == {"red_ball_left": "red_ball_right", "red_ball_right": "red_ball_left"}

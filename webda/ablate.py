@@ -150,6 +150,9 @@ def _run_row(row: Row, cfg, seed: int, upstream: Optional[dict], commit: str) ->
             listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
             raise UserError(f"{folder} holds a run of {row.name!r} with other settings ({listed}); use another --out "
                             "or delete that folder")
+        if record["status"] == "ok" and "confusion" not in record:  # recorded before rows kept their confusion
+            report = json.loads((folder / "evaluation-test.json").read_text())
+            record.update(classes=report["classes"], confusion=report["confusion"])
         return record
     record = {"row": row.name, "seed": seed, "commit": commit, "config": to_dict(cfg)}
     start = time.perf_counter()
@@ -158,7 +161,8 @@ def _run_row(row: Row, cfg, seed: int, upstream: Optional[dict], commit: str) ->
     else:
         try:
             report = train(cfg, STAGES[row.stage])
-            record.update(status="ok", top1=report["top1"], videos=report["videos"])
+            record.update(status="ok", top1=report["top1"], videos=report["videos"], classes=report["classes"],
+                          confusion=report["confusion"])
         except Exception as err:  # noqa: BLE001 -- any failure of one row is recorded, the others still run
             record.update(status="failed", reason=f"{type(err).__name__}: {err}" if not isinstance(err, UserError)
                           else str(err))
@@ -166,6 +170,27 @@ def _run_row(row: Row, cfg, seed: int, upstream: Optional[dict], commit: str) ->
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
     return record
+
+
+def motion_partners(data: Path) -> Optional[Dict[str, str]]:
+    """``{class: its motion partner}`` from the generated dataset's card at ``data`` (None
+    without a card, e.g. real data)."""
+    from webda.data.synthetic import CARD_NAME
+
+    card = Path(data) / CARD_NAME
+    if not card.is_file():
+        return None
+    return {c["name"]: c["pair"] for c in json.loads(card.read_text())["classes"] if c.get("pair")}
+
+
+def pairs_merged_accuracy(confusion: Sequence[Sequence[int]], classes: Sequence[str],
+                          partners: Dict[str, str]) -> float:
+    """Top-1 from a confusion matrix (rows: true class) where a video predicted as its class's
+    motion partner counts as right."""
+    index = {name: i for i, name in enumerate(classes)}
+    right = sum(row[i] + (row[index[partners[name]]] if name in partners else 0)
+                for i, (name, row) in enumerate(zip(classes, confusion)))
+    return right / sum(map(sum, confusion))
 
 
 def summarise(values: Sequence[float]) -> dict:
@@ -195,27 +220,35 @@ def _settings_text(row: Row) -> str:
     return ", ".join(parts)
 
 
-ROW_HEADER = ["row", "arch", "settings", "ours, synthetic (%)", "std", "SE", "per seed", "paper, UCF-101 (%)",
-              "s / seed"]
-EFFECT_HEADER = ["effect", "with", "without", "mean", "std", "SE", "mean / SE", "per seed", "paper"]
+ROW_HEADER = ["row", "arch", "settings", "ours, synthetic (%)", "std", "SE", "per seed", "pairs merged (%)", "SE",
+              "paper, UCF-101 (%)", "s / seed"]
+EFFECT_HEADER = ["effect", "with", "without", "mean", "std", "SE", "mean / SE", "per seed", "pairs merged: mean",
+                 "SE", "mean / SE", "paper"]
+
+
+def _ratio(stats: dict) -> Optional[float]:
+    return None if not stats["se"] else stats["mean"] / stats["se"]
 
 
 def _row_table(summary: dict) -> Table:
     rows = []
     for r in summary["rows"]:
         per_seed = ", ".join("failed" if v is None else _fmt(v) for v in r["per_seed"])
+        merged = r.get("merged", {"mean": None, "se": None})
         rows.append([r["name"], r["arch"], r["settings"], _fmt(r["mean"]), _fmt(r["std"]), _fmt(r["se"]), per_seed,
-                     _fmt(r["paper"]), _fmt(statistics.mean(r["seconds"]), 0)])
+                     _fmt(merged["mean"]), _fmt(merged["se"]), _fmt(r["paper"]),
+                     _fmt(statistics.mean(r["seconds"]), 0)])
     return Table(ROW_HEADER, rows)
 
 
 def _effect_table(summary: dict) -> Table:
     rows = []
     for c in summary["comparisons"]:
-        ratio = None if not c["se"] else c["mean"] / c["se"]
+        merged = c.get("merged", {"mean": None, "se": None})
         paper = "" if c["paper"] is None else f"{c['paper']:+.1f}"
-        rows.append([c["name"], c["with"], c["without"], _fmt(c["mean"]), _fmt(c["std"]), _fmt(c["se"]), _fmt(ratio),
-                     ", ".join(_fmt(d) for d in c["differences"]), paper])
+        rows.append([c["name"], c["with"], c["without"], _fmt(c["mean"]), _fmt(c["std"]), _fmt(c["se"]),
+                     _fmt(_ratio(c)), ", ".join(_fmt(d) for d in c["differences"]), _fmt(merged["mean"]),
+                     _fmt(merged["se"]), _fmt(_ratio(merged)), paper])
     return Table(EFFECT_HEADER, rows)
 
 
@@ -230,7 +263,10 @@ def table_blocks(summary: dict) -> List[Block]:
                   "The two columns are different datasets: compare the order of the rows and the sign of the "
                   f"effects, not the numbers. Video rows start from the {BEST_IMAGE} image model of the same seed. "
                   "Arch: S single branch, T triplet, D dual (Siamese). Settings: the row's switches; in bold, other "
-                  "settings that differ from the preset (reason below)."),
+                  "settings that differ from the preset (reason below). Pairs merged: the same top-1 where a video "
+                  "predicted as its class's motion partner counts as right; the two classes of a motion pair look "
+                  "the same in every frame, so an image model can only guess between them, and this column shows "
+                  "what it learned without that guess."),
         _row_table(summary),
         Paragraph("Paired effects (percentage points): per seed, the row with the component minus the row without "
                   "it; mean, sample std and SE over the seeds where both rows finished; |mean| / SE > 1: the effect "
@@ -267,12 +303,20 @@ def _commit() -> str:
 
 
 def _summary(records: Dict[str, Dict[int, dict]], preset: str, seeds: int, setup_seconds: float,
-             wall_seconds: float) -> dict:
-    """The ``ablation.json`` summary: self-contained (row definitions and paper numbers included)."""
-    rows, top1 = [], {}
+             wall_seconds: float, partners: Optional[Dict[str, str]]) -> dict:
+    """The ``ablation.json`` summary: self-contained (row definitions and paper numbers included).
+
+    With ``partners`` (motion pairs of a generated dataset), every row and comparison also has
+    ``merged``: the same statistics of :func:`pairs_merged_accuracy`.
+    """
+    rows, top1, merged = [], {}, {}
     for row in ROWS:
         by_seed = records[row.name]
-        top1[row.name] = {s: 100 * r["top1"] for s, r in by_seed.items() if r["status"] == "ok"}
+        ok = {s: r for s, r in by_seed.items() if r["status"] == "ok"}
+        top1[row.name] = {s: 100 * r["top1"] for s, r in ok.items()}
+        if partners:
+            merged[row.name] = {s: 100 * pairs_merged_accuracy(r["confusion"], r["classes"], partners)
+                                for s, r in ok.items()}
         rows.append({
             "name": row.name, "stage": row.stage, "arch": row.arch, "settings": _settings_text(row),
             "paper": row.paper, "notes": [text for text in (row.reason, row.note) if text],
@@ -280,19 +324,21 @@ def _summary(records: Dict[str, Dict[int, dict]], preset: str, seeds: int, setup
             "failed": {s: r["reason"] for s, r in by_seed.items() if r["status"] != "ok"},
             "seconds": [by_seed[s]["seconds"] for s in range(seeds)],
             **summarise(list(top1[row.name].values())),
+            **({"merged": summarise(list(merged[row.name].values()))} if partners else {}),
         })
     comparisons = []
     for name, with_row, without_row in COMPARISONS:
         paper = [_row(with_row).paper, _row(without_row).paper]
         comparisons.append({"name": name, "with": with_row, "without": without_row,
                             "paper": None if None in paper else paper[0] - paper[1],
-                            **paired(top1[with_row], top1[without_row])})
+                            **paired(top1[with_row], top1[without_row]),
+                            **({"merged": paired(merged[with_row], merged[without_row])} if partners else {})})
     videos = {r.get("videos") for by_seed in records.values() for r in by_seed.values() if r.get("videos")}
     compute = setup_seconds + sum(sum(r["seconds"]) for r in rows)
     commits = sorted({r.get("commit", "unknown") for by_seed in records.values() for r in by_seed.values()})
     return {"preset": preset, "seeds": seeds, "commit": ", ".join(commits), "test_videos": max(videos) if videos else 0,
-            "setup_seconds": setup_seconds, "compute_seconds": compute, "wall_seconds": wall_seconds, "rows": rows,
-            "comparisons": comparisons}
+            "setup_seconds": setup_seconds, "compute_seconds": compute, "wall_seconds": wall_seconds,
+            "pairs_merged": bool(partners), "rows": rows, "comparisons": comparisons}
 
 
 def run_ablation(out, preset: str = "bench", seeds: int = 3, data=None, image_steps: Optional[int] = None,
@@ -328,7 +374,8 @@ def run_ablation(out, preset: str = "bench", seeds: int = 3, data=None, image_st
             records[row.name][seed] = record = _run_row(row, cfg, seed, upstream, commit)
             outcome = f"top-1 {100 * record['top1']:.1f}" if record["status"] == "ok" else f"failed: {record['reason']}"
             print(f"[seed {seed}] {row.name}: {outcome} ({record['seconds']:.0f} s)", flush=True)
-    summary = _summary(records, preset, seeds, setup["seconds"], time.perf_counter() - start)
+    summary = _summary(records, preset, seeds, setup["seconds"], time.perf_counter() - start,
+                       motion_partners(Path(data)))
     (out / "ablation.json").write_text(json.dumps(summary, indent=1))
     table = out / "ablation.md"
     table.write_text(Document(TITLE, table_blocks(summary)).markdown())
