@@ -11,9 +11,9 @@ It mimics the paper's data (4.1) at laptop scale, in the layout of :mod:`webda.d
 - clean, consistent target videos (train without labels for training; test for evaluation).
 
 Classes come from :func:`webda.data.scenes.class_catalogue`: up to three motion pairs (at least
-half of the classes up to 12) that no single frame can tell apart (a pair's items share every random draw but the direction,
-:func:`draw_stream`). ``dataset_card.json`` records the ground truth (true
-class, noise kind, duplicate sources, spliced shots); training never reads it. Same seed,
+half of the classes, up to 12 classes) that no single frame can tell apart (a pair's items share
+every random draw but the direction, :func:`draw_stream`). ``dataset_card.json`` records the
+ground truth (true class, noise kind, duplicate sources, spliced shots); training never reads it. Same seed,
 same bytes: every item draws from its own generator seeded by (seed, kind, class, index).
 """
 

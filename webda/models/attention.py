@@ -10,6 +10,12 @@ steps). With unit embeddings, ||W||_2 = 1 and the top-T *mean*, the softmax's in
 outweigh another (at most exp(2 / temperature)): the soft down-weighting the paper
 describes. T defaults to round(0.9 x target batch), the paper's rule.
 
+With ``class_balance`` (ours, on in the trainer by default: ``--attention-class-balance``; the
+paper has one softmax over the batch) alpha is then rescaled within each web label so that every label keeps its share of the batch
+(:func:`balance_by_label`): the attention reweights the items of a class against each other,
+never the classes. Trained through the weighted loss it lowers, one softmax over the batch
+learns to give whole classes that are hard to fit less weight, a class prior of its own.
+
 Optionally (our extension, ``bank_size > 0``) the target side is the current target batch
 plus a queue of the ``bank_size`` most recent target embeddings (constants), so alpha
 compares against more of the target domain than one batch. Under DDP the target embeddings
