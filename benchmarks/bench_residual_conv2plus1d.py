@@ -1,9 +1,9 @@
 """(2+1)D block (frozen spatial conv + residual temporal conv): forward and forward+backward.
 
-Shapes: the ResNet-34 stages on 12-frame chunks (DESIGN.md), batch 10 in bfloat16 on a GPU,
-batch 2 at half the spatial size in float32 on the CPU. The block is used as in the video
-model: x needs a gradient (it comes from the previous layer), the spatial weight and bias are
-frozen, the temporal weight and bias train, relu follows.
+Shapes: the ResNet-34 stages on 12-frame chunks (docs/design.md, "Benchmarks"), batch 10 in
+bfloat16 on a GPU, batch 2 at half the spatial size in float32 on the CPU. The block is used as
+in the video model: x needs a gradient (it comes from the previous layer), the spatial weight
+and bias are frozen, the temporal weight and bias train, relu follows.
 
 Providers: "eager" is the reference in the faster of the two memory formats (contiguous or
 channels_last_3d, picked by paired rounds per shape and mode; the other one is recorded as
@@ -22,6 +22,7 @@ import torch
 import webda_kernels as wk
 from webda_kernels import _dispatch
 from webda_kernels.residual_conv2plus1d import SPEC
+from webda_kernels.testing import saved_bytes
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DTYPE = torch.bfloat16 if DEVICE.type == "cuda" else torch.float32
@@ -66,19 +67,6 @@ def _runner(fn, mode: str, x, params, grad):
     return forward_backward
 
 
-def _saved_bytes(fn, x, params) -> int:
-    """Bytes of the distinct storages autograd saves for backward in one forward."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(x, **params, stride=1, padding=1, activation="relu")
-    return sum(storages.values())
-
-
 def _function(provider: str):
     if provider.startswith("webda-"):
         return functools.partial(wk.residual_conv2plus1d, backend=provider[len("webda-"):])
@@ -119,6 +107,6 @@ def test_bench_residual_conv2plus1d(measure, paired_speedup, channels, size, mod
     x, params, grad = _setup(channels, size, FORMATS[memory_format_name])
     info = dict(memory_format=memory_format_name)
     if mode == "fwd+bwd":
-        info["saved_bytes"] = _saved_bytes(fn, x, params)
+        info["saved_bytes"] = saved_bytes(lambda: fn(x, **params, stride=1, padding=1, activation="relu"))
     group = f"residual_conv2plus1d {mode} {BATCH}x{channels}x{FRAMES}x{size}x{size} {str(DTYPE)[6:]} {DEVICE.type}"
     measure(_runner(fn, mode, x, params, grad), group=group, provider=provider, device=DEVICE, **info)

@@ -9,10 +9,9 @@ CPU: the ``small`` preset (narrow ResNet at 48 px; stage 1: 3 branches x 32 imag
 import pytest
 import torch
 
-from webda.config import PRESETS, ImageConfig, VideoConfig
-from webda.models.resnet import build_resnet
-from webda.models.video import to_video
-from webda.train.engine import kernels
+import webda_kernels as wk
+from webda.config import TRAIN_PRESETS
+from webda.train.optimizer import param_groups
 from webda.train.stages import STAGES
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -20,19 +19,18 @@ PRESET = "paper" if DEVICE.type == "cuda" else "small"
 FRAMES = 12
 
 
-def _setup(stage: str):
-    cls = ImageConfig if stage == "image" else VideoConfig
-    # stage 2 continues stage 1's network: same architecture
-    cfg = cls(data="-", out="-", **{**PRESETS[PRESET][stage], "arch": PRESETS[PRESET]["image"]["arch"]})
+def _setup(name: str):
+    stage = STAGES[name]
+    # stage 2 continues stage 1's network: same architecture; its spatial weights frozen, its residual
+    # temporal convs zero-initialised, as from a stage-1 checkpoint
+    cfg = stage.settings(PRESET, data="-", out="-", init="-", arch=TRAIN_PRESETS[PRESET]["image"]["arch"]) \
+        if stage.video_model else stage.settings(PRESET, data="-", out="-")
     torch.manual_seed(0)
     classes = [str(k) for k in range(6)]
-    net = build_resnet(cfg.arch, len(classes))
-    if stage == "video":  # stage 2: frozen spatial weights, zero-initialised residual temporal convs
-        net = to_video(net.eval())
-    model = STAGES[stage].method(cfg, net, 1).to(DEVICE).train()
-    optimizer = torch.optim.SGD(STAGES[stage].param_groups(model, cfg), lr=1e-3, momentum=0.9)
-    sizes = STAGES[stage].batch_sizes(cfg)
-    shape = (3, FRAMES, cfg.size, cfg.size) if stage == "video" else (3, cfg.size, cfg.size)
+    model = stage.method(cfg, stage.network(cfg, len(classes)), 1).to(DEVICE).train()
+    optimizer = torch.optim.SGD(param_groups(model, cfg), lr=1e-3, momentum=0.9)
+    sizes = stage.batch_sizes(cfg)
+    shape = (3, FRAMES, cfg.size, cfg.size) if stage.video_model else (3, cfg.size, cfg.size)
     inputs = {b: torch.randn(sizes[b], *shape, device=DEVICE) for b in model.branches}
     labels = {b: torch.randint(len(classes), (sizes[b],), device=DEVICE) for b in model.labeled}
     dtype = torch.bfloat16 if DEVICE.type == "cuda" else None
@@ -53,7 +51,7 @@ def test_bench_train_step(measure, stage, provider, mode):
     cfg, step = _setup(stage)
 
     def run():
-        with kernels(mode):
+        with wk.use_backend(mode):
             step()
 
     dtype = "bf16-autocast" if DEVICE.type == "cuda" else "float32"

@@ -1,5 +1,5 @@
 // Shared definitions of the webda_kernels extension: dtype codes, half-precision
-// conversions on the CPU, and argument checks. No torch headers (see DESIGN.md).
+// conversions on the CPU, and argument checks. No torch headers (docs/design.md, "Build").
 #pragma once
 
 #include <cstdint>
@@ -17,6 +17,18 @@ constexpr int kMaxDims = 8;
 
 inline void check(bool ok, const std::string& message) {
   if (!ok) throw std::invalid_argument(message);
+}
+
+inline float float_from_bits(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline uint32_t bits_of(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  return bits;
 }
 
 // IEEE binary16 <-> float, round to nearest even (CPU side; CUDA uses cuda_fp16.h).
@@ -37,25 +49,18 @@ inline float half_to_float(uint16_t h) {
     man &= 0x3ff;
     bits = sign | ((uint32_t)(113 - shift) << 23) | (man << 13);
   }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
+  return float_from_bits(bits);
 }
 
 inline uint16_t float_to_half(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
+  uint32_t x = bits_of(f);
   uint32_t sign = (x >> 16) & 0x8000;
   uint32_t absx = x & 0x7fffffffu;
   if (absx >= 0x7f800000u) return (uint16_t)(sign | 0x7c00 | (absx > 0x7f800000u ? 0x200 : 0));
   if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);  // rounds to inf
   if (absx < 0x38800000u) {  // subnormal or zero in half
-    float a;
-    std::memcpy(&a, &absx, 4);
     // 2^-24 is the smallest half subnormal; the add rounds to nearest even in float.
-    float scaled = a + 0.5f;
-    uint32_t s;
-    std::memcpy(&s, &scaled, 4);
+    uint32_t s = bits_of(float_from_bits(absx) + 0.5f);
     return (uint16_t)(sign | (s - 0x3f000000u));
   }
   uint32_t mant_odd = (absx >> 13) & 1;
@@ -63,16 +68,10 @@ inline uint16_t float_to_half(float f) {
   return (uint16_t)(sign | (absx >> 13));
 }
 
-inline float bfloat16_to_float(uint16_t b) {
-  uint32_t bits = (uint32_t)b << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+inline float bfloat16_to_float(uint16_t b) { return float_from_bits((uint32_t)b << 16); }
 
 inline uint16_t float_to_bfloat16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
+  uint32_t x = bits_of(f);
   if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);  // quiet NaN
   x += 0x7fffu + ((x >> 16) & 1);  // round to nearest even
   return (uint16_t)(x >> 16);
@@ -103,16 +102,19 @@ template <> struct Scalar<BFloat16> {
   static inline BFloat16 store(float v) { return BFloat16{float_to_bfloat16(v)}; }
 };
 
-// Calls f.template operator()<T>() with the storage type of a dtype code.
-template <typename F> void dispatch_dtype(int dtype, F&& f) {
+// Calls f(T{}) with the storage type T of a dtype code, the 16-bit ones being F16 and BF16.
+template <typename F16, typename BF16, typename F> void dispatch_dtype_as(int dtype, F&& f) {
   switch (dtype) {
-    case kFloat16: f(Half{}); break;
-    case kBFloat16: f(BFloat16{}); break;
+    case kFloat16: f(F16{}); break;
+    case kBFloat16: f(BF16{}); break;
     case kFloat32: f(float{}); break;
     case kFloat64: f(double{}); break;
     default: throw std::invalid_argument("unsupported dtype code " + std::to_string(dtype));
   }
 }
+
+// The CPU kernels' storage types (cuda_common.cuh dispatches to CUDA's own).
+template <typename F> void dispatch_dtype(int dtype, F&& f) { dispatch_dtype_as<Half, BFloat16>(dtype, f); }
 
 // Calls f(T{}) for the float32 / float64 dtype codes and nothing for the others (the kernels
 // that take only those two check the code first).

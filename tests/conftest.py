@@ -8,7 +8,7 @@ webda_kernels. On a machine with CUDA the real Triton compiler is used.
 import os
 
 # Before torch is imported, as `webda` does (webda/cli.py): idle OpenMP threads sleep, so the
-# training tests do not slow down 20x on CPU cores shared with other processes.
+# training tests do not crawl on CPU cores shared with other processes.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
@@ -43,10 +43,27 @@ def tiny_card(tiny_dataset):
 
 @pytest.fixture(scope="session")
 def tiny_prepared(tiny_dataset, tmp_path_factory):
-    """:func:`webda.data.prepare.prepare` run once on :func:`tiny_dataset` (cache in a temp folder)."""
+    """:func:`webda.data.prepare.prepare` run once on :func:`tiny_dataset` with 2 workers (cache in a temp folder)."""
     from webda.data.prepare import prepare
 
-    return prepare(tiny_dataset, tmp_path_factory.mktemp("tiny_cache"), show_progress=False)
+    return prepare(tiny_dataset, tmp_path_factory.mktemp("tiny_cache"), show_progress=False, workers=2)
+@pytest.fixture(scope="session")
+def mini_copy():
+    """``mini_copy(src, dst, per_class=2)``: a copy of a generated dataset with ``per_class`` files
+    of each class folder (and its classes.txt); returns ``dst``."""
+    import shutil
+
+    def copy(src, dst, per_class=2):
+        for folder in ("web_images", "web_videos", "target/train", "target/test"):
+            for class_dir in sorted((src / folder).iterdir()):
+                out = dst / folder / class_dir.name
+                out.mkdir(parents=True)
+                for f in sorted(class_dir.iterdir())[:per_class]:
+                    shutil.copy(f, out / f.name)
+        shutil.copy(src / "classes.txt", dst / "classes.txt")
+        return dst
+
+    return copy
 # ---- end of data fixtures ----
 
 

@@ -50,3 +50,24 @@ def test_sweep_points_sorted_by_bank(results):
     points = report.sweep_points(results)
     assert [n for n, _, _ in points["webda-cpu"]] == [2**14, 2**16]
     assert points["eager"][1] == (2**16, 2**16 * 1e-6, 2**16 * 1024)
+
+
+def test_summary_one_line_per_op(results):
+    meta, groups = report.load_rows(results)
+    text = report.summary_for(results, meta, groups)
+    # the bank group's paired ratio (2.25x) and the sweep group's ratio of medians (2.0x), one line for the op
+    assert "- `op`: 2.00x to 2.25x (2 benchmarks)" in text
+    assert text.count("\n- ") == 1
+
+
+def test_check_reports_stale_files(results, tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.BEGIN}\nold\n{report.END}\nend\n")
+    monkeypatch.setattr(report, "README", readme)
+    monkeypatch.setattr(report, "RESULTS", results.parent.parent)
+    monkeypatch.setattr(report, "RESULTS_README", results.parent.parent / "README.md")
+    assert report.main(["--check"]) == 1
+    assert report.main([]) == 0
+    assert report.main(["--check"]) == 0
+    assert "2.25x" in readme.read_text() and readme.read_text().startswith("intro\n")
+    assert "| op fwd bank | webda-cpu |" in (results.parent.parent / "README.md").read_text()

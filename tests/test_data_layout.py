@@ -15,18 +15,6 @@ from webda.data.transforms import EvalTransform
 from webda.errors import UserError
 
 
-def _mini_copy(src, dst, per_class=2):
-    """A small copy of a generated dataset: ``per_class`` files of each class folder."""
-    for folder in ("web_images", "web_videos", "target/train", "target/test"):
-        for class_dir in sorted((src / folder).iterdir()):
-            out = dst / folder / class_dir.name
-            out.mkdir(parents=True)
-            for f in sorted(class_dir.iterdir())[:per_class]:
-                shutil.copy(f, out / f.name)
-    shutil.copy(src / "classes.txt", dst / "classes.txt")
-    return dst
-
-
 def test_data_discover_matches_card(tiny_dataset, tiny_card):
     layout = discover(tiny_dataset)
     assert list(layout.classes) == (tiny_dataset / "classes.txt").read_text().split()
@@ -44,8 +32,8 @@ def test_data_discover_matches_card(tiny_dataset, tiny_card):
         assert video.info.num_frames == frames[video.path.relative_to(tiny_dataset).as_posix()]
 
 
-def test_data_unlabeled_target_and_classes_from_folders(tiny_dataset, tmp_path):
-    root = _mini_copy(tiny_dataset, tmp_path / "d")
+def test_data_unlabeled_target_and_classes_from_folders(tiny_dataset, tmp_path, mini_copy):
+    root = mini_copy(tiny_dataset, tmp_path / "d")
     (root / "classes.txt").unlink()
     loose = [f.read_bytes() for f in sorted((root / "target").rglob("*.mp4"))]
     shutil.rmtree(root / "target")
@@ -59,27 +47,27 @@ def test_data_unlabeled_target_and_classes_from_folders(tiny_dataset, tmp_path):
     assert all(v.label == UNLABELED for v in layout.target["train"])
 
 
-def test_data_missing_folder_and_empty_class_name_the_path(tiny_dataset, tmp_path):
+def test_data_missing_folder_and_empty_class_name_the_path(tiny_dataset, tmp_path, mini_copy):
     with pytest.raises(UserError, match="nowhere"):
         discover(tmp_path / "nowhere")
-    root = _mini_copy(tiny_dataset, tmp_path / "d")
+    root = mini_copy(tiny_dataset, tmp_path / "d")
     shutil.rmtree(root / "web_videos")
     with pytest.raises(UserError, match="web_videos"):
         discover(root)
-    root = _mini_copy(tiny_dataset, tmp_path / "e")
+    root = mini_copy(tiny_dataset, tmp_path / "e")
     empty = root / "web_images" / "yellow_star"
     shutil.rmtree(empty)
     empty.mkdir()
     with pytest.raises(UserError, match="yellow_star"):
         discover(root)
-    root = _mini_copy(tiny_dataset, tmp_path / "f")
+    root = mini_copy(tiny_dataset, tmp_path / "f")
     (root / "web_images" / "not_a_class").mkdir()
     with pytest.raises(UserError, match="not_a_class"):
         discover(root)
 
 
-def test_data_corrupt_files_are_skipped_and_counted(tiny_dataset, tmp_path):
-    root = _mini_copy(tiny_dataset, tmp_path / "d")
+def test_data_corrupt_files_are_skipped_and_counted(tiny_dataset, tmp_path, mini_copy):
+    root = mini_copy(tiny_dataset, tmp_path / "d")
     video = next((root / "web_videos" / "red_ball_left").iterdir())
     data = video.read_bytes()
     (video.parent / "truncated.mp4").write_bytes(data[: len(data) // 2])
@@ -116,7 +104,11 @@ def test_data_keyframe_extraction_skips_undecodable_video(tiny_dataset, tmp_path
     fake.write_text("not a video")
     from dataclasses import replace
 
-    with pytest.warns(CorruptFileWarning, match="fake.mp4"):
-        index = extract_keyframes([good, replace(good, path=fake)], tmp_path / "cache", show_progress=False)
-    assert len(index.skips) == 1 and index.of(fake) == [] and len(index.of(good.path)) >= 1
+    gone = tmp_path / "deleted_since.mp4"
+    with pytest.warns(CorruptFileWarning) as record:
+        index = extract_keyframes([good, replace(good, path=fake), replace(good, path=gone)], tmp_path / "cache",
+                                  show_progress=False)
+    assert {p.name for p, _ in index.skips.skipped} == {"fake.mp4", "deleted_since.mp4"}
+    assert len(record) == 2 and all("skipping" in str(w.message) for w in record)
+    assert index.of(fake) == [] and len(index.of(good.path)) >= 1
     assert np.isfinite(len(index.keyframes))

@@ -27,7 +27,7 @@ def test_data_overlap_removal_drops_planted_duplicates(tiny_dataset, tiny_card, 
     assert sum(c["web_images_dropped"] + c["web_videos_dropped"] for c in per_class.values()) == len(dropped)
     for record in report["dropped"]:
         assert record["similarity"] > 0.9 and Path(record["matched_target_video"]).is_file()
-    cache = Path(tiny_prepared.keyframes.keyframes[0].path).parent.parent
+    cache = Path(tiny_prepared.keyframes.keyframes[0].path).parents[2]
     assert json.loads((cache / "overlap_report.json").read_text()) == report
 
 

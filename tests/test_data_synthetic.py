@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from webda.data.scenes import class_catalogue, render_clip, target_background, trajectory
-from webda.data.synthetic import CARD_NAME, PRESETS, generate, item_rng
+from webda.data.synthetic import CARD_NAME, DATASET_PRESETS, generate, item_rng
 
 
 def _digests(root):
@@ -33,7 +33,7 @@ def test_data_generate_refuses_non_empty_folder(tiny_dataset):
 
 
 def test_data_card_matches_files_and_preset(tiny_dataset, tiny_card):
-    preset = PRESETS["tiny"]
+    preset = DATASET_PRESETS["tiny"]
     files = {p for p in _digests(tiny_dataset) if p not in (CARD_NAME, "classes.txt")}
     assert files == {item["path"] for item in tiny_card["items"]}
     classes = tiny_card["classes"]

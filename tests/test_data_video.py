@@ -127,3 +127,16 @@ def test_data_train_chunks_stay_inside_one_shot(tiny_prepared, tiny_card):
         assert len(seen) >= 2  # every shot can be drawn
     clip, label, index = dataset[0]
     assert clip.shape == (3, 12, 32, 32) and label == videos[0].label
+
+
+def test_data_train_transform_crops_before_converting():
+    clip = np.random.default_rng(1).integers(0, 256, (3, 37, 53, 3), dtype=np.uint8)
+    transform = TrainTransform(24, flip=False)
+    top, left, h, w = transform.crop_box(37, 53, torch.Generator().manual_seed(5))
+    x = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255  # the whole clip converted first
+    x = torch.nn.functional.interpolate(x[..., top:top + h, left:left + w], size=(24, 24), mode="bilinear",
+                                        antialias=True, align_corners=False)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    expected = ((x - mean) / std).permute(1, 0, 2, 3)
+    assert torch.equal(transform(clip, torch.Generator().manual_seed(5)), expected)
+    assert transform.source_side == 47 and EvalTransform(224).source_side == 256

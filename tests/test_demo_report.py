@@ -66,3 +66,20 @@ def test_report_shows_the_recorded_ablation(demo_run):
 
     markdown = (demo_run / REPORT / "report.md").read_text()
     assert f"## {TITLE}" in markdown and "not computed by this demo" in markdown
+
+
+def test_demo_states_its_run_time_one_way(capsys):
+    """The module docstring, ``webda demo --help``, ``webda --help`` and the README give the same run time."""
+    from pathlib import Path
+
+    import webda.demo
+
+    def words(text):
+        return " ".join(text.split())
+
+    for argv in (["demo", "--help"], ["--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert webda.demo.RUN_TIME in words(capsys.readouterr().out), argv
+    assert webda.demo.RUN_TIME in words(webda.demo.__doc__)
+    assert webda.demo.RUN_TIME in words((Path(__file__).resolve().parent.parent / "README.md").read_text())

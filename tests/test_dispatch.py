@@ -1,10 +1,13 @@
-"""Backend dispatch: env override, unavailable backends, fallback when a part is missing."""
+"""Backend dispatch: use_backend blocks, the env override, unavailable backends, fallback when a
+part is missing."""
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 import torch
@@ -12,6 +15,7 @@ import torch
 import webda_kernels as wk
 from webda_kernels import _dispatch
 from webda_kernels.grad_reverse import SPEC
+from webda_kernels.testing import GPU
 
 
 def test_dispatch_auto_and_explicit_backends():
@@ -34,6 +38,143 @@ def test_dispatch_env_override(monkeypatch):
     monkeypatch.setenv(_dispatch.ENV_BACKEND, "fastest")
     with pytest.raises(ValueError, match="WEBDA_KERNELS_BACKEND='fastest' is not one of"):
         _dispatch.resolve(SPEC, "auto", cpu, f32)
+
+
+def _auto() -> str:
+    """What ``backend="auto"`` resolves to here for grad_reverse on float32 CPU tensors."""
+    return _dispatch.resolve(SPEC, "auto", torch.device("cpu"), torch.float32)
+
+
+def test_use_backend_replaces_auto_nests_and_restores(monkeypatch):
+    monkeypatch.delenv(_dispatch.ENV_BACKEND, raising=False)
+    cpu, f32 = torch.device("cpu"), torch.float32
+    default = _auto()
+    with wk.use_backend("cpu"):
+        assert _auto() == "cpu"
+        assert _dispatch.resolve(SPEC, "reference", cpu, f32) == "reference"  # an explicit argument wins
+        with wk.use_backend("reference"):
+            assert _auto() == "reference"
+            with wk.use_backend("auto"):  # undoes the enclosing blocks
+                assert _auto() == default
+            with wk.use_backend(None):
+                assert _auto() == default
+            assert _auto() == "reference"
+        assert _auto() == "cpu"
+    assert _auto() == default
+
+
+def test_use_backend_restores_after_an_exception(monkeypatch):
+    monkeypatch.delenv(_dispatch.ENV_BACKEND, raising=False)
+    default = _auto()
+    with pytest.raises(RuntimeError, match="inside"):
+        with wk.use_backend("cpu"):
+            raise RuntimeError("inside")
+    assert _auto() == default
+
+
+def test_use_backend_wins_over_the_environment_variable_which_applies_outside(monkeypatch):
+    monkeypatch.setenv(_dispatch.ENV_BACKEND, "reference")
+    assert _auto() == "reference"
+    with wk.use_backend("cpu"):
+        assert _auto() == "cpu"
+        with wk.use_backend("auto"):
+            assert _auto() == "reference"  # no block: the variable applies again
+    assert _auto() == "reference"
+
+
+def test_use_backend_rejects_unknown_names_on_entry():
+    with pytest.raises(ValueError, match=r"use_backend: 'fastest' is not one of \('auto', 'reference', 'cpu'"):
+        with wk.use_backend("fastest"):
+            pass
+    with pytest.raises(TypeError, match="use_backend: name must be a string"):
+        with wk.use_backend(1):
+            pass
+    with wk.use_backend("cuda"):  # known but unable to serve CPU tensors: named when an op resolves
+        with pytest.raises(ValueError, match=r"use_backend='cuda' cannot run on cpu tensors"):
+            _auto()
+
+
+def test_use_backend_is_local_to_a_thread(monkeypatch):
+    monkeypatch.delenv(_dispatch.ENV_BACKEND, raising=False)
+    default = _auto()
+    entered, release, seen = threading.Event(), threading.Event(), {}
+
+    def other():
+        with wk.use_backend("reference"):
+            entered.set()
+            release.wait(10)
+            seen["other"] = _auto()
+
+    with wk.use_backend("cpu"):
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert entered.wait(10)
+        seen["main"] = _auto()  # while the other thread is inside its own block
+        release.set()
+        thread.join(10)
+    assert seen == {"main": "cpu", "other": "reference"}
+    fresh = []
+    thread = threading.Thread(target=lambda: fresh.append(_auto()))
+    with wk.use_backend("reference"):
+        thread.start()  # a new thread starts outside any block
+        thread.join(10)
+    assert fresh == [default]
+
+
+def test_use_backend_is_local_to_an_asyncio_task(monkeypatch):
+    monkeypatch.delenv(_dispatch.ENV_BACKEND, raising=False)
+
+    async def run(name, delay):
+        with wk.use_backend(name):
+            await asyncio.sleep(delay)  # the other task enters its block meanwhile
+            return _auto()
+
+    async def both():
+        return await asyncio.gather(run("cpu", 0.05), run("reference", 0.0))
+
+    assert asyncio.run(both()) == ["cpu", "reference"]
+
+
+def _topk_backend_traced(fn, *args):
+    """Runs ``torch.compile(fn, fullgraph=True)`` and returns the backend argument of the
+    webda::topk_similarity call in the graph it traced."""
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(fn, fullgraph=True, backend=capture)(*args)
+    (node,) = [n for g in graphs for n in g.graph.nodes if "topk_similarity" in str(n.target)]
+    return node.args[-1]
+
+
+def test_use_backend_applies_to_what_is_compiled_and_exported_inside_the_block(monkeypatch):
+    monkeypatch.delenv(_dispatch.ENV_BACKEND, raising=False)
+    if "cpu" not in wk.available_backends()["topk_similarity"]:
+        pytest.skip("the CPU extension is not built")
+    query, bank = torch.randn(4, 8), torch.randn(200, 8)  # a bank where auto picks the CPU kernel
+
+    def search(q, b):
+        return wk.topk_similarity(q, b, 3)
+
+    assert _topk_backend_traced(search, query, bank) == "cpu"
+    with wk.use_backend("reference"):
+        assert _topk_backend_traced(search, query, bank) == "reference"
+        compiled = torch.compile(search, fullgraph=True)
+        values, indices = compiled(query, bank)
+        exported = torch.export.export(_Search(), (query, bank))
+    want = wk.reference.topk_similarity(query, bank, 3)
+    torch.testing.assert_close(values, want[0])
+    assert torch.equal(indices, want[1])
+    (node,) = [n for n in exported.graph.nodes if "topk_similarity" in str(n.target)]
+    assert node.args[-1] == "reference"
+
+
+class _Search(torch.nn.Module):
+    def forward(self, q, b):
+        return wk.topk_similarity(q, b, 3)
 
 
 def test_dispatch_unavailable_backend_names_the_available_ones():
@@ -91,7 +232,7 @@ def test_dispatch_triton_on_cpu_only_under_the_interpreter():
     code = "import webda_kernels as wk; print(wk.available_backends()['grad_reverse'])"
     plain = _run(code)
     assert plain.returncode == 0, plain.stderr
-    if not torch.cuda.is_available():
+    if not GPU:
         assert "triton" not in plain.stdout
         interpreted = _run(code, {"TRITON_INTERPRET": "1"})
         assert "triton" in interpreted.stdout

@@ -9,10 +9,7 @@ import webda_kernels as wk
 import webda_kernels.nn as wnn
 from webda_kernels import _dispatch
 from webda_kernels.grad_reverse import SPEC
-from webda_kernels.testing import assert_matches_reference, backend_params
-
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+from webda_kernels.testing import DTYPES, assert_matches_reference, backend_params
 
 
 def _cases():

@@ -15,7 +15,7 @@ from webda_kernels.nn import dann_coeff
 SIZES = {"image": 5, "frame": 3, "target": 4}  # unequal on purpose
 
 
-def _model(pairs=tuple(IMAGE_PAIRS), attention=True, beta=0.5, steps=10):
+def _model(pairs=IMAGE_PAIRS, attention=True, beta=0.5, steps=10):
     torch.manual_seed(0)
     net = build_resnet("resnet-narrow16", 4)
     att = dict(top_t=3, temperature=0.5) if attention else None
@@ -120,7 +120,7 @@ def test_model_ablation_switches_build_what_they_claim():
     assert not any("discriminators" in k for k in no_da.state_dict())
     no_att = WebDAModel(net, ["image"], [("target", "image")], None)
     assert no_att.attention is None and no_att.branches == ("image", "target")
-    full = WebDAModel(net, ["image", "frame"], list(IMAGE_PAIRS), dict(top_t=3))
+    full = WebDAModel(net, ["image", "frame"], IMAGE_PAIRS, dict(top_t=3))
     assert sorted(full.discriminators) == ["image_vs_frame", "target_vs_frame", "target_vs_image"]
     assert sorted(full.attention) == ["frame", "image"]
 

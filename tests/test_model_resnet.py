@@ -7,18 +7,7 @@ import torch.nn.functional as F
 from webda.errors import UserError
 from webda.models.resnet import build_resnet, load_torchvision_weights
 from webda.models.video import temporal_parameters, to_video
-
-
-def _randomise_batchnorm(net):
-    """Give every BN non-trivial statistics and affine parameters (as after training)."""
-    g = torch.Generator().manual_seed(0)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return net
+from webda_kernels.testing import randomise_batchnorm
 
 
 @pytest.mark.parametrize("name, params", [("resnet18", 11_689_512), ("resnet34", 21_797_672)])
@@ -62,7 +51,7 @@ def test_model_resnet_loads_torchvision_state_dict(tmp_path):
 def test_model_video_reproduces_image_model_per_frame_at_init(arch):
     # float64, so BN folding's change of rounding stays far below the tolerance
     torch.manual_seed(0)
-    net = _randomise_batchnorm(build_resnet(arch, 4)).double().eval()
+    net = randomise_batchnorm(build_resnet(arch, 4)).double().eval()
     video = to_video(net).eval()
     clip = torch.randn(2, 3, 5, 40, 40, dtype=torch.float64)
     frames = clip.transpose(1, 2).reshape(10, 3, 40, 40)
@@ -82,7 +71,7 @@ def test_model_video_reproduces_image_model_per_frame_at_init(arch):
 
 
 def test_model_video_no_residual_is_identity_initialised_plain_block():
-    net = _randomise_batchnorm(build_resnet("resnet-narrow16", 3)).double().eval()
+    net = randomise_batchnorm(build_resnet("resnet-narrow16", 3)).double().eval()
     plain = to_video(net, residual=False).eval()
     w = plain.layer1[0].conv1.temporal_weight
     assert torch.equal(w[:, :, 1], torch.eye(w.shape[0])) and not w[:, :, [0, 2]].any()
@@ -98,7 +87,7 @@ def test_model_video_scratch_trains_spatial_weights():
 
 def test_model_video_temporal_branch_stays_change_only_while_training():
     torch.manual_seed(0)
-    net = _randomise_batchnorm(build_resnet("resnet-narrow16", 3))
+    net = randomise_batchnorm(build_resnet("resnet-narrow16", 3))
     change_only, free = to_video(net), to_video(net, change_only=False)
     params = [p for model in (change_only, free) for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-3)

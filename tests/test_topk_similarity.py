@@ -10,18 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import webda_kernels as wk
-from webda_kernels.testing import backend_params
 from webda_kernels import _dispatch, testing
+from webda_kernels.testing import DTYPES, GPU, backend_params
 
 tk = importlib.import_module("webda_kernels.topk_similarity")  # the module; the package attribute is the function
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-ALL_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-SIZES = [1, 3, 33, 127, 1000]
-DIMS = [1, 3, 64, 257]
 
-
-def _cases(dtypes=ALL_DTYPES, backends=None):
+def _cases(dtypes=DTYPES, backends=None):
     return [p for p in backend_params(tk.SPEC, dtypes) if backends is None or p.values[0] in backends]
 
 
@@ -313,7 +308,7 @@ def test_topk_backend_errors():
 # GPU: larger banks (many chunks and tiles), every k_pad
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(not GPU, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("backend", ["triton", "cuda"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_topk_gpu_large_banks(backend, dtype):

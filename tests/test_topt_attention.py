@@ -10,10 +10,8 @@ import webda_kernels as wk
 import webda_kernels.nn as wnn
 from webda_kernels import _dispatch
 from webda_kernels.topt_attention import FUSED_MAX_ROWS, SPEC
-from webda_kernels.testing import assert_matches_reference, backend_params
+from webda_kernels.testing import DTYPES, GPU, assert_matches_reference, backend_params, representable_randn
 
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 INTERPRETED = _dispatch.triton_interpreted()
 
 
@@ -72,7 +70,7 @@ def _inputs(n_src, n_tgt, dim, device, backend="reference", dtype=torch.float64)
 def _assert_all_match(fast, oracle, inputs, top_t, dtype, what):
     # All three runs see the same (dtype-rounded) inputs: the float64 one ranks what the others rank.
     inputs = [_cast(_cast(x, dtype), torch.float64) for x in inputs]
-    grad = torch.randn(inputs[0].shape[0], dtype=torch.float64, device=inputs[0].device).to(dtype).double()
+    grad = representable_randn(inputs[0].shape[0], dtype=dtype, device=inputs[0].device)
     got = _run(fast, inputs, top_t, dtype, grad)
     same = _run(oracle, inputs, top_t, dtype, grad)
     ref64 = _run(oracle, inputs, top_t, torch.float64, grad)
@@ -284,7 +282,7 @@ def test_topt_bad_temperature(temperature, error):
 def test_topt_bad_backend():
     with pytest.raises(ValueError, match="not one of"):
         wk.topt_scores(**_bad(), backend="fast")
-    if not torch.cuda.is_available():
+    if not GPU:
         with pytest.raises(ValueError, match="backends that can"):
             wk.topt_scores(**_bad(), backend="cuda")
     as_double = {name: x.double() for name, x in _bad().items() if isinstance(x, torch.Tensor)}

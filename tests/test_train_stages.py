@@ -8,36 +8,43 @@ import torch
 from conftest import tiny_train_flags
 from webda.checkpoint import load_network, read
 from webda.cli import main
+from webda.checkpoint import load_training_model
 from webda.config import ImageConfig, VideoConfig
 from webda.models.video import to_video
 from webda.train.stages import STAGES
 
 
-def _method(cls, stage, **settings):
-    cfg = cls(data="unused", out="unused", **settings)
-    net = STAGES[stage].network(cfg, ["a", "b", "c"])
+def _method(stage, **settings):
+    cfg = STAGES[stage].config(data="unused", out="unused", **settings)
+    net = STAGES[stage].start_network(cfg, ["a", "b", "c"])
     return STAGES[stage].method(cfg, net, 1)
 
 
+def test_train_stage_registry():
+    assert {name: (s.config, s.command, s.video_model) for name, s in STAGES.items()} == {
+        "image": (ImageConfig, "train-image", False), "video": (VideoConfig, "train-video", True)}
+    assert all(s.name == name == s.config.stage for name, s in STAGES.items())
+
+
 def test_train_image_ablation_switches():
-    full = _method(ImageConfig, "image")
+    full = _method("image")
     assert full.labeled == ("image", "frame") and len(full.discriminators) == 3 and full.attention is not None
-    only_i = _method(ImageConfig, "image", branches="I")
+    only_i = _method("image", branches="I")
     assert only_i.labeled == ("image",) and list(only_i.discriminators) == ["target_vs_image"]
-    only_f = _method(ImageConfig, "image", branches="F", attention=False)
+    only_f = _method("image", branches="F", attention=False)
     assert list(only_f.discriminators) == ["target_vs_frame"] and only_f.attention is None
-    no_da = _method(ImageConfig, "image", da=False)
+    no_da = _method("image", da=False)
     assert len(no_da.discriminators) == 0 and no_da.grl is None and no_da.branches == ("image", "frame", "target")
-    plain = _method(ImageConfig, "image", da=False, attention=False)
+    plain = _method("image", da=False, attention=False)
     assert plain.branches == ("image", "frame")  # no target data is even loaded
 
 
 def test_train_video_ablation_switches():
-    residual = _method(VideoConfig, "video", init="scratch")
+    residual = _method("video", init="scratch")
     assert list(residual.discriminators) == ["target_vs_video"]
     assert residual.net.layer1[0].conv1.spatial_weight.requires_grad  # scratch: spatial weights train
     assert not residual.net.layer1[0].conv1.temporal_weight.any()  # residual: zero-initialised
-    plain = _method(VideoConfig, "video", init="scratch", residual=False, da=False, attention=False)
+    plain = _method("video", init="scratch", residual=False, da=False, attention=False)
     w = plain.net.layer1[0].conv1.temporal_weight
     assert torch.equal(w[:, :, 1], torch.eye(w.shape[0]))  # Fig. 5a: identity-initialised
     assert plain.grl is None and plain.attention is None and plain.branches == ("video",)
@@ -63,6 +70,11 @@ def test_train_both_stages_and_evaluate_end_to_end(tiny_dataset, tiny_train_cach
     assert net.layer1[0].conv1.temporal_weight.any()
     frozen = [n for n, _ in start.named_parameters() if n.endswith("spatial_weight")]
     assert frozen and all(torch.equal(net.get_parameter(n), start.get_parameter(n)) for n in frozen)
+    # the whole training model comes back too: discriminators, attention, the schedule's step
+    model, model_cfg, model_meta = load_training_model(out / "last.pt")
+    assert model_cfg == cfg and model_meta == meta and not model.training
+    assert list(model.discriminators) == ["target_vs_video"] and model.grl.iters == meta["step"]
+    assert all(torch.equal(a, b) for a, b in zip(model.net.state_dict().values(), net.state_dict().values()))
 
     report_path = tmp_path / "eval.json"
     assert main(["evaluate", "--data", str(tiny_dataset), "--checkpoint", str(out / "last.pt"), "--out",

@@ -1,6 +1,6 @@
 """``webda ablate``: the paper's ablation rows (Table 1) on one dataset, over several seeds.
 
-Every row is one training run with the trainer's preset (:data:`webda.config.PRESETS`), the
+Every row is one training run with the trainer's preset (:data:`webda.config.TRAIN_PRESETS`), the
 row's switches (the components it has or lacks) and, where a row needs them, other settings
 that differ from the preset, each with its reason (:class:`Row`). Video rows start from the
 ``I + F (A + DA)`` image model of the same seed (except the ``scratch`` row).
@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from webda.config import RESUMABLE_CHANGES, ImageConfig, VideoConfig, differences, from_dict, to_dict
-from webda.demo import stage_config
+from webda.config import RESUMABLE_CHANGES, differences, from_dict, to_dict
 from webda.errors import UserError
 from webda.report.document import Block, Document, Paragraph, Table
 
@@ -116,14 +115,15 @@ def row_folder(out: Path, seed: int, row: Row) -> Path:
 
 def _row_config(row: Row, data: Path, out: Path, preset: str, seed: int, steps: Dict[str, Optional[int]],
                 progress: bool):
+    from webda.train.stages import STAGES
+
     values = dict(data=str(data), out=str(row_folder(out, seed, row)), seed=seed, progress=progress, resume=True,
                   **row.settings)
     if steps[row.stage] is not None:
         values["steps"] = steps[row.stage]
     if row.stage == "video":
         values.setdefault("init", str(row_folder(out, seed, _row(BEST_IMAGE)) / "last.pt"))
-        return stage_config(VideoConfig, preset, **values)
-    return stage_config(ImageConfig, preset, **values)
+    return STAGES[row.stage].settings(preset, **values)
 
 
 def _row(name: str) -> Row:
@@ -137,7 +137,6 @@ def _run_row(row: Row, cfg, seed: int, upstream: Optional[dict], commit: str) ->
     failed row; so is a video row whose image model failed (``upstream``).
     """
     from webda.train.engine import train
-    from webda.train.stages import STAGES
 
     folder = Path(cfg.out)
     path = folder / RESULT
@@ -160,7 +159,7 @@ def _run_row(row: Row, cfg, seed: int, upstream: Optional[dict], commit: str) ->
         record.update(status="failed", reason=f"its image model ({BEST_IMAGE}, seed {seed}) failed")
     else:
         try:
-            report = train(cfg, STAGES[row.stage])
+            report = train(cfg)
             record.update(status="ok", top1=report["top1"], videos=report["videos"], classes=report["classes"],
                           confusion=report["confusion"])
         except Exception as err:  # noqa: BLE001 -- any failure of one row is recorded, the others still run

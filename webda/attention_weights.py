@@ -9,25 +9,14 @@ averages every item's ``alpha x batch size`` (1 = a uniform weight) over the dra
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Sequence
 
 import torch
-from torch.utils.data import DataLoader
 
-from webda import checkpoint
-from webda.data.datasets import ImageDataset
+from webda.checkpoint import load_training_model
 from webda.data.layout import Item
-from webda.data.transforms import EvalTransform
-from webda.train.stages import STAGES
-
-
-@torch.no_grad()
-def _embed(net, items: Sequence[Item], size: int, batch_size: int = 64) -> torch.Tensor:
-    rows: List[torch.Tensor] = []
-    loader = DataLoader(ImageDataset(items, EvalTransform(size)), batch_size=batch_size)
-    for x, _, _ in loader:
-        rows.append(net.forward_features(x)[0])
-    return torch.cat(rows)
+from webda.report.features import encoder_embeddings
+from webda.train.stages import IMAGE_STAGE
 
 
 @torch.no_grad()
@@ -35,18 +24,13 @@ def web_item_weights(checkpoint_path, web_items: Sequence[Item], target_items: S
                      draws: int = 20, seed: int = 0) -> torch.Tensor:
     """Mean ``alpha x batch size`` of each of ``web_items`` (images, or video keyframes with
     ``branch="frame"``) under the stage-1 model of ``checkpoint_path``; shape (len(web_items),)."""
-    ckpt = checkpoint.read(checkpoint_path)
-    cfg = checkpoint.config_of(ckpt, checkpoint_path)
-    if ckpt["stage"] != "image" or not cfg.attention:
+    model, cfg, meta = load_training_model(checkpoint_path)
+    if meta["stage"] != IMAGE_STAGE.name or not cfg.attention:
         raise ValueError(f"{checkpoint_path} is not a stage-1 checkpoint trained with attention")
-    stage = STAGES["image"]
-    model = stage.method(cfg, checkpoint.build_network(cfg, len(ckpt["classes"])), 1)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
     if branch not in model.attention:
         raise ValueError(f"{checkpoint_path} has no {branch!r} branch (it has {sorted(model.attention)})")
-    web, target = _embed(model.net, web_items, cfg.size), _embed(model.net, target_items, cfg.size)
-    batch = stage.batch_sizes(cfg)[branch]
+    web, target = (encoder_embeddings(model.net, items, cfg.size) for items in (web_items, target_items))
+    batch = IMAGE_STAGE.batch_sizes(cfg)[branch]
     batch_target = min(cfg.batch_target, len(target))
     labels = torch.tensor([item.label for item in web_items])
     g = torch.Generator().manual_seed(seed)

@@ -1,95 +1,60 @@
-"""Checkpoints: what a run saves, how it is resumed, and how a trained network is rebuilt.
-
-A checkpoint is one ``torch.save`` file (written to a temporary name, then renamed, so a
-killed run never leaves half a file) holding: the stage, the resolved settings, the class
-names, the step, the state of the whole training model (network, attention, discriminators,
-gradient-reversal schedule, target bank), optimiser, LR scheduler, AMP grad scaler, and the
-RNG states of torch (CPU and CUDA), numpy and Python.
-"""
+"""Checkpoints: the file a run saves (:mod:`webda.checkpoint_file`, whose functions are
+re-exported here) and the models rebuilt from it through the stage registry
+(:data:`webda.train.stages.STAGES`)."""
 
 from __future__ import annotations
 
-import os
-import random
-from pathlib import Path
 from typing import Any, Dict, Tuple
 
-import numpy as np
 import torch
-from torch import nn
 
-from webda.config import ImageConfig, TrainConfig, VideoConfig, from_dict
+from webda.checkpoint_file import (FORMAT, VERSION, load_state, network_state, non_finite, read, rng_state, save,
+                                   set_rng_state)
+from webda.config import TrainConfig, from_dict
 from webda.errors import UserError
-from webda.models.resnet import ResNet, build_resnet
-from webda.models.video import to_video_for
+from webda.models.method import WebDAModel
+from webda.models.resnet import ResNet
+from webda.train.stages import STAGES, Stage
 
-FORMAT = "webda-checkpoint"
-VERSION = 1
-
-
-def rng_state() -> Dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save(path: Path, payload: Dict[str, Any]) -> None:
-    """Write ``payload`` (plus format tag and version) atomically to ``path``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
-    os.replace(tmp, path)
-
-
-def read(path) -> Dict[str, Any]:
-    """Load a checkpoint file; :class:`UserError` if it is missing or not a webda checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises many kinds for a damaged or foreign file
-        raise UserError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UserError(f"{path} is not a webda checkpoint (written by webda train-image / train-video)")
-    if ckpt["version"] != VERSION:
-        raise UserError(f"{path} has checkpoint version {ckpt['version']}; this webda reads version {VERSION}")
-    return ckpt
+__all__ = ["FORMAT", "VERSION", "config_of", "load_network", "load_state", "load_training_model", "network_state",
+           "non_finite", "read", "rng_state", "save", "set_rng_state"]
 
 
 def config_of(ckpt: Dict[str, Any], source) -> TrainConfig:
-    cls = ImageConfig if ckpt["stage"] == "image" else VideoConfig
-    return from_dict(cls, ckpt["config"], f"settings stored in {source}")
+    """The settings stored in ``ckpt`` (read from ``source``), as its stage's settings class."""
+    if ckpt["stage"] not in STAGES or not isinstance(ckpt["config"], dict):
+        raise UserError(f"{source} is a damaged webda checkpoint (stage {ckpt['stage']!r}, settings of type "
+                        f"{type(ckpt['config']).__name__})")
+    return from_dict(STAGES[ckpt["stage"]].config, ckpt["config"], f"settings stored in {source}")
 
 
-def build_network(cfg: TrainConfig, num_classes: int) -> ResNet:
-    """The (untrained) network a run of ``cfg`` trains: a 2D ResNet, or its video version."""
-    net = build_resnet(cfg.arch, num_classes)
-    if isinstance(cfg, VideoConfig):
-        net = to_video_for(net, cfg)
-    return net
-
-
-def network_state(model_state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """The network's tensors (``net.*``) of a training-model state dict, without the prefix."""
-    return {k[len("net."):]: v for k, v in model_state.items() if k.startswith("net.")}
-
-
-def load_network(path, device: torch.device) -> Tuple[nn.Module, TrainConfig, Dict[str, Any]]:
-    """Rebuild the trained network of a checkpoint: (net on ``device`` in eval mode, settings,
-    ``{"stage", "step", "classes"}``)."""
+def _open(path) -> Tuple[Dict[str, Any], TrainConfig, Stage, Dict[str, Any]]:
     ckpt = read(path)
-    cfg = config_of(ckpt, path)
-    net = build_network(cfg, len(ckpt["classes"]))
-    net.load_state_dict(network_state(ckpt["model"]))
     meta = {"stage": ckpt["stage"], "step": ckpt["step"], "classes": list(ckpt["classes"])}
+    return ckpt, config_of(ckpt, path), STAGES[ckpt["stage"]], meta
+
+
+def load_network(path, device: torch.device) -> Tuple[ResNet, TrainConfig, Dict[str, Any]]:
+    """Rebuild the trained network of a checkpoint: (net on ``device`` in eval mode, settings,
+    ``{"stage", "step", "classes"}``). :class:`UserError` if the weights do not fit the network or
+    are not finite (the run that wrote them diverged: its predictions would mean nothing)."""
+    ckpt, cfg, stage, meta = _open(path)
+    net = stage.network(cfg, len(meta["classes"]))
+    weights = network_state(ckpt["model"])
+    load_state(net, weights, f"checkpoint {path}")
+    bad = non_finite(weights)
+    if bad:
+        raise UserError(f"checkpoint {path} holds non-finite weights ({len(bad)} tensors, e.g. {bad[0]!r}): the run "
+                        "that wrote it diverged, so its predictions would mean nothing")
     return net.to(device).eval(), cfg, meta
+
+
+def load_training_model(path, device: torch.device = torch.device("cpu")
+                        ) -> Tuple[WebDAModel, TrainConfig, Dict[str, Any]]:
+    """Rebuild the whole training model of a checkpoint (network, attention, discriminators,
+    gradient-reversal schedule), as a single process would train it: (model on ``device`` in
+    eval mode, settings, ``{"stage", "step", "classes"}``)."""
+    ckpt, cfg, stage, meta = _open(path)
+    model = stage.method(cfg, stage.network(cfg, len(meta["classes"])), 1)
+    load_state(model, ckpt["model"], f"checkpoint {path}")
+    return model.to(device).eval(), cfg, meta

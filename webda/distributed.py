@@ -1,4 +1,5 @@
-"""torchrun / DistributedDataParallel plumbing: process group set-up, rank queries, gathering.
+"""The device a process runs on, and torchrun / DistributedDataParallel plumbing: process
+group set-up, rank queries, gathering.
 
 ``torchrun --nproc_per_node=N -m webda train-video ...`` sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK`` and the rendezvous variables; :func:`init` then joins the process group
@@ -11,6 +12,17 @@ import os
 
 import torch
 import torch.distributed as dist
+
+from webda.errors import UserError
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` (CUDA if torch sees a GPU, else CPU), ``cpu`` or ``cuda``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(name)
 
 
 def launched_by_torchrun() -> bool:
@@ -64,11 +76,3 @@ def gather_rows(x: torch.Tensor) -> torch.Tensor:
     parts[rank()] = x
     return torch.cat(parts, dim=0)
 
-
-def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over ranks (a copy; unchanged with one process)."""
-    values = values.detach().clone()
-    if world_size() > 1:
-        dist.all_reduce(values)
-        values /= world_size()
-    return values

@@ -18,7 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from webda.config import AT_LEAST_0, AT_LEAST_1, flag_type
 from webda.errors import UserError
+from webda_kernels.nn import from_frames, to_frames
 
 
 @torch.no_grad()
@@ -37,13 +39,12 @@ def predict_videos(net: nn.Module, clips: Dataset, video_model: bool, device: to
     loader = DataLoader(clips, batch_size=batch_size, shuffle=False, num_workers=workers)
     for x, y, video in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
         x = x.to(device, non_blocking=True)
-        n, c, t, h, w = x.shape
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             if video_model:
                 probs = net(x).float().softmax(1)
             else:
-                frames = x.transpose(1, 2).reshape(n * t, c, h, w)
-                probs = net(frames).float().softmax(1).reshape(n, t, -1).mean(1)
+                per_frame = net(to_frames(x)).float().softmax(1)
+                probs = from_frames(per_frame, x.shape[0], x.shape[2]).mean(2)
         for p, label, v in zip(probs.cpu(), y.tolist(), video.tolist()):
             sums[v] = sums.get(v, 0) + p
             counts[v] = counts.get(v, 0) + 1
@@ -84,8 +85,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--split", default="test", help="target split to evaluate (default: test)")
     parser.add_argument("--out", help="JSON file to write (default: evaluation-<split>.json next to the checkpoint)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--batch-size", type=int, default=8, help="chunks per forward pass")
-    parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    parser.add_argument("--batch-size", type=flag_type(int, AT_LEAST_1), default=8, help="chunks per forward pass")
+    parser.add_argument("--workers", type=flag_type(int, AT_LEAST_0), default=0, help="data-loading worker processes")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=_run)
 
@@ -93,21 +94,23 @@ def add_parser(subparsers) -> None:
 def _run(args) -> int:
     from webda.checkpoint import load_network
     from webda.data.layout import discover
+    from webda.distributed import pick_device
+    from webda.paths import output_file
     from webda.train.data import evaluation_data
-    from webda.train.engine import pick_device
+    from webda.train.stages import STAGES
 
     device = pick_device(args.device)
     net, cfg, meta = load_network(args.checkpoint, device)
+    out = output_file(args.out or Path(args.checkpoint).parent / f"evaluation-{args.split}.json", "--out")
     layout = discover(args.data, show_progress=args.progress)
     if tuple(layout.classes) != tuple(meta["classes"]):
         raise UserError(f"{args.checkpoint} was trained on classes {meta['classes']}, {args.data} has "
                         f"{list(layout.classes)}")
     clips = evaluation_data(cfg, layout.target_videos(args.split))
-    probs, labels = predict_videos(net, clips, meta["stage"] == "video", device, args.batch_size, args.workers,
-                                   progress=args.progress)
+    probs, labels = predict_videos(net, clips, STAGES[meta["stage"]].video_model, device, args.batch_size,
+                                   args.workers, progress=args.progress)
     report = {"checkpoint": str(args.checkpoint), "stage": meta["stage"], "step": meta["step"], "split": args.split,
               **accuracy_report(probs, labels, layout.classes)}
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"evaluation-{args.split}.json"
     out.write_text(json.dumps(report, indent=1))
     print(f"{meta['stage']} model, step {meta['step']}: top-1 {report['top1']:.3f} on {report['videos']} "
           f"target {args.split} videos; wrote {out}")

@@ -9,7 +9,11 @@ Ops (each with ``backend="auto"|"reference"|"cpu"|"triton"|"cuda"``):
 
 ``reference`` holds the pure-PyTorch oracle of every op, ``nn`` the modules,
 ``available_backends()`` what runs here and ``build_info()`` how the extension was built.
+``use_backend(name)`` makes ``backend="auto"`` mean ``name`` within a ``with`` block (the
+``WEBDA_KERNELS_BACKEND`` environment variable does so outside any block; ``environment_backend()``
+checks and reads it).
 ``python -m webda_kernels.check`` checks every backend against the reference.
+How the layers fit together and where each op's files live: docs/design.md.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Dict, List
 
 from webda_kernels import reference
 from webda_kernels._build import build_info
-from webda_kernels._dispatch import machine_backends
+from webda_kernels._dispatch import environment_backend, machine_backends, use_backend
 from webda_kernels.grad_reverse import SPEC as _GRAD_REVERSE_SPEC, grad_reverse
 from webda_kernels.residual_conv2plus1d import SPEC as _RESIDUAL_CONV2PLUS1D_SPEC, residual_conv2plus1d
 from webda_kernels.topk_similarity import SPEC as _TOPK_SIMILARITY_SPEC, topk_similarity
@@ -34,4 +38,5 @@ def available_backends() -> Dict[str, List[str]]:
     return {spec.name: machine_backends(spec) for spec in _SPECS}
 
 
-__all__ = ["available_backends", "build_info", "grad_reverse", "reference", "residual_conv2plus1d", "topk_similarity", "topt_attention", "topt_scores"]
+__all__ = ["available_backends", "build_info", "environment_backend", "grad_reverse", "reference", "residual_conv2plus1d", "topk_similarity",
+           "topt_attention", "topt_scores", "use_backend"]

@@ -45,9 +45,10 @@ def _topt_attention_case(backend: str, device: torch.device, dtype: torch.dtype,
     results: List[Result] = []
     for n_src, n_tgt, dim in ((5, 7, 17), (9, 70, 33)) if quick else ((33, 47, 127), (64, 1000, 64)):
         # Inputs representable in dtype, so the float64 reference ranks the same similarities.
-        src64, grad64 = (torch.randn(n, dtype=dtype, device=device).double() for n in ((n_src, dim), n_src))
-        tgt64 = torch.randn(dim, n_tgt, dtype=dtype, device=device).double().T  # non-contiguous
-        weight64 = (torch.randn(dim, dim, dtype=torch.float64, device=device) / dim).to(dtype).double()
+        src64 = testing.representable_randn(n_src, dim, dtype=dtype, device=device)
+        grad64 = testing.representable_randn(n_src, dtype=dtype, device=device)
+        tgt64 = testing.representable_randn(dim, n_tgt, dtype=dtype, device=device).T  # non-contiguous
+        weight64 = testing.representable_randn(dim, dim, dtype=dtype, scale=1 / dim, device=device)
         if n_tgt > 64:  # streaming: the GPU rounds src @ weight to dtype, keep it exact (a signed permutation / 2)
             signs = torch.randint(0, 2, (dim, 1), dtype=torch.float64, device=device) * 2 - 1
             weight64 = torch.eye(dim, dtype=torch.float64, device=device)[torch.randperm(dim, device=device)] * signs / 2
@@ -110,7 +111,7 @@ def _residual_conv2plus1d_case(backend: str, device: torch.device, dtype: torch.
         ((1, 128, 3, 5, 4), 128, 3, 3, 1, 1, False), ((1, 160, 2, 5, 4), 160, 3, 3, 1, 1, False))
     for (n, cin, t, h, w), c, k, kt, stride, padding, train_spatial in configs:
         def rand(*shape, scale=1.0):  # representable in dtype, so both references see the same inputs
-            return (torch.randn(shape, dtype=torch.float64, device=device) * scale).to(dtype).double()
+            return testing.representable_randn(*shape, dtype=dtype, scale=scale, device=device)
 
         x64 = rand(n, cin, t + 1, h, w).contiguous(memory_format=torch.channels_last_3d)
         params64 = [rand(c, cin, k, k, scale=(cin * k * k) ** -0.5), rand(c, c, kt, scale=(c * kt) ** -0.5),
@@ -143,12 +144,11 @@ CASES: Dict[str, Case] = {
 
 def run_checks(quick: bool = False) -> List[dict]:
     """One row per (op, backend, device, dtype, label): error, bound, ok."""
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     rows = []
     for spec in wk._SPECS:
         case = CASES[spec.name]
-        for device in devices:
-            for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        for device in _dispatch.machine_devices():
+            for dtype in testing.DTYPES:
                 for backend in _dispatch.serving_backends(spec, device, dtype):
                     if backend == "reference":
                         continue

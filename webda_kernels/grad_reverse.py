@@ -1,22 +1,26 @@
 """Gradient reversal (DANN, Ganin & Lempitsky): identity forward, ``-coeff * grad`` backward.
 
 Layers, top to bottom: the backends of the backward (reference, C++ CPU, Triton, CUDA),
-the ``webda::grad_reverse_backward`` custom op (with its fake), the autograd Function whose
+the ``webda::grad_reverse_backward`` custom op (with its fake), the ``webda::grad_reverse_checked_coeff``
+op that checks a tensor ``coeff`` in eager and compiled code alike, the autograd Function whose
 forward returns a view of ``x`` (no copy; a custom op may not alias its input, so the
 forward is a Function and only the backward is an op), and the public ``grad_reverse``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Union
 
 import torch
+import torch.fx.node
 
 from webda_kernels import _dispatch, _extension, _validate
+from webda_kernels._dtypes import FLOATING, accumulation_dtype
 
 SPEC = _dispatch.OpSpec(
     name="grad_reverse",
-    dtypes={"cpu": _dispatch.FLOATING, "triton": _dispatch.FLOATING, "cuda": _dispatch.FLOATING},
+    dtypes={"cpu": FLOATING, "triton": FLOATING, "cuda": FLOATING},
     # An elementwise scale is memory bound and torch's own kernel is already at bandwidth:
     # benchmarks/bench_grad_reverse.py shows no backend beating it, so auto keeps the reference.
     auto={},
@@ -24,8 +28,8 @@ SPEC = _dispatch.OpSpec(
 
 
 def _backward_reference(grad: torch.Tensor, coeff: torch.Tensor) -> torch.Tensor:
-    # In float32 (float64 for float64), as torch multiplies a half tensor by a Python float.
-    acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    # In the accumulation dtype, as torch multiplies a half tensor by a Python float.
+    acc = accumulation_dtype(grad.dtype)
     out = torch.empty_like(grad, memory_format=torch.preserve_format)
     return out.copy_(grad.to(acc) * -coeff.to(acc))
 
@@ -76,6 +80,35 @@ def _(grad, coeff, backend):
     return torch.empty_like(grad, memory_format=torch.preserve_format)
 
 
+def _check_coeff(value: float, max_abs: float) -> None:
+    """ValueError unless ``value`` is finite and ``|value| <= max_abs``."""
+    if not math.isfinite(value):
+        raise ValueError(f"grad_reverse: coeff must be finite, got {value}")
+    if abs(value) > max_abs:
+        raise ValueError(f"grad_reverse: |coeff| must be <= {max_abs:.6g} (the largest number of the dtype the "
+                         f"gradient is scaled in), got {value}")
+
+
+@torch.library.custom_op("webda::grad_reverse_checked_coeff", mutates_args=())
+def grad_reverse_checked_coeff(coeff: torch.Tensor, max_abs: float) -> torch.Tensor:
+    """A copy of the 0-d float64 ``coeff``; ValueError unless it is finite and ``|coeff| <= max_abs``.
+
+    A custom op rather than a Python check so that a compiled graph checks the value each time
+    it runs, as eager code does (tracing would bake in one check of one value, or skip it)."""
+    _check_coeff(coeff.item(), max_abs)
+    return coeff.clone()
+
+
+@grad_reverse_checked_coeff.register_fake
+def _(coeff, max_abs):
+    return torch.empty_like(coeff)
+
+
+# The check is the op's point even where nothing reads its result (no gradient flows): a
+# compiled graph must keep it rather than drop it as dead code.
+torch.fx.node.has_side_effect(torch.ops.webda.grad_reverse_checked_coeff.default)
+
+
 class GradReverseFunction(torch.autograd.Function):
     """Forward: a view of ``x`` (same storage). Backward: ``-coeff * grad`` on ``backend``."""
 
@@ -92,16 +125,17 @@ class GradReverseFunction(torch.autograd.Function):
 
 
 def _coeff_tensor(coeff, x: torch.Tensor) -> torch.Tensor:
-    """``coeff`` (a finite float or a 1-element floating tensor) as a 0-d float64 tensor on x's device."""
+    """``coeff`` (a float or a 1-element floating tensor) as a 0-d float64 tensor on x's device,
+    checked: finite and within the range of the dtype x's gradient is scaled in."""
+    max_abs = torch.finfo(accumulation_dtype(x.dtype)).max
     if isinstance(coeff, torch.Tensor):
         if coeff.numel() != 1 or not coeff.is_floating_point():
             raise TypeError(f"grad_reverse: a tensor coeff must be a 0-d floating tensor, got {coeff.dtype} of shape {tuple(coeff.shape)}")
         if coeff.device != x.device and coeff.device.type != "cpu":
             raise ValueError(f"grad_reverse: coeff is on {coeff.device} but x is on {x.device}")
-        if not torch.compiler.is_compiling() and not bool(torch.isfinite(coeff).all()):
-            raise ValueError(f"grad_reverse: coeff must be finite, got {coeff.item()}")
-        return coeff.detach().reshape(()).to(device=x.device, dtype=torch.float64)
+        return grad_reverse_checked_coeff(coeff.detach().reshape(()).to(device=x.device, dtype=torch.float64), max_abs)
     value = _validate.finite_number("grad_reverse", "coeff", coeff)
+    _check_coeff(value, max_abs)
     return torch.full((), value, dtype=torch.float64, device=x.device)
 
 
@@ -111,7 +145,9 @@ def grad_reverse(x: torch.Tensor, coeff: Union[float, torch.Tensor] = 1.0, backe
     Args:
         x: any floating tensor (any shape, strides and device).
         coeff: the reversal strength, a finite float or a 0-d floating tensor (for example
-            from a schedule; a tensor is not baked into a compiled graph).
+            from a schedule; a tensor is not baked into a compiled graph, and is checked when
+            the graph runs), at most float32's largest number in magnitude (float64's for
+            float64 ``x``), the dtype the gradient is scaled in.
         backend: "auto", "reference", "cpu", "triton" or "cuda" (see ``available_backends()``).
 
     Returns:
@@ -120,7 +156,7 @@ def grad_reverse(x: torch.Tensor, coeff: Union[float, torch.Tensor] = 1.0, backe
 
     Raises:
         TypeError: ``x`` is not a floating tensor, or ``coeff`` is not a number / 0-d tensor.
-        ValueError: ``coeff`` is not finite, or ``backend`` cannot serve ``x``.
+        ValueError: ``coeff`` is not finite or too large, or ``backend`` cannot serve ``x``.
     """
     _validate.floating_tensor("grad_reverse", "x", x)
     coeff_t = _coeff_tensor(coeff, x)

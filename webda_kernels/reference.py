@@ -1,8 +1,9 @@
 """Pure-PyTorch oracles of every webda_kernels op.
 
 Each function has the public op's signature (minus ``backend``) and computes the op's
-contract with plain PyTorch. Tests, benchmarks and ``python -m webda_kernels.check`` compare
-every fast backend against these functions; they are also the fallback on any device.
+contract (docs/design.md, "The op contract") with plain PyTorch. Tests, benchmarks and
+``python -m webda_kernels.check`` compare every fast backend against these functions; they are
+also the fallback on any device.
 """
 
 from __future__ import annotations
@@ -42,7 +43,19 @@ def topt_attention(
     src: torch.Tensor, tgt: torch.Tensor, weight: torch.Tensor, top_t: int, temperature: float = 1.0
 ) -> torch.Tensor:
     """``alpha = softmax(topt_scores(src, tgt, weight, top_t) / temperature)``; shape (Ns,)."""
-    return torch.softmax(topt_scores(src, tgt, weight, top_t) / temperature, dim=0)
+    return temperature_softmax(topt_scores(src, tgt, weight, top_t), temperature)
+
+
+def temperature_softmax(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``softmax(scores / temperature)`` over dim 0, as every backend of ``topt_attention`` computes it.
+
+    The largest score is subtracted before dividing (softmax does not change under a shift):
+    ``scores / temperature`` alone overflows to inf for a small temperature, and inf - inf
+    gives NaN weights where the exact answer is the arg-max's weight 1.
+    """
+    if scores.numel():
+        scores = scores - scores.max().detach()
+    return torch.softmax(scores / temperature, dim=0)
 
 
 def topk_similarity(

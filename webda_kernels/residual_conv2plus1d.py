@@ -5,13 +5,12 @@ with ``conv_t`` a (C, C, kt) convolution along T (zero padding kt // 2, stride 1
 
 The spatial conv stays on the vendor library through torch (oneDNN / cuDNN on the N*T
 frames, in x's layout: channels-last frames for a channels_last_3d x, else contiguous ones,
-so a caller picks the faster one as for torch's own convolutions), except on the ``cpu``
+so a caller picks the layout as for torch's own convolutions), except on the ``cpu``
 backend for wide 3x3 stride-1 convs, which it runs (and their input gradient) by Winograd
-(``webda_kernels/winograd_conv3x3.py``). The temporal part runs
-fused on a backend, with z, y and their gradients as (N, C, T, H, W) tensors in
-``torch.channels_last_3d`` memory format (rows of C contiguous channels), where the temporal
-conv is an (N*T*H*W, C*kt) x (C*kt, C) implicit GEMM. Every backend implements the pair in
-``_TEMPORAL[backend]``:
+(``webda_kernels/_winograd_conv3x3.py``). The temporal part runs fused on a backend, with z,
+y and their gradients as (N, C, T, H, W) tensors in ``torch.channels_last_3d`` memory format
+(rows of C contiguous channels), where the temporal conv is an (N*T*H*W, C*kt) x (C*kt, C)
+implicit GEMM. Every backend implements the pair in ``_TEMPORAL[backend]``:
 
 - ``forward(z, weight, bias, relu) -> y``: ``y = act(z + conv_t(z) + bias)``, channels_last_3d;
 - ``backward(grad_y, z, y, weight, relu, need_weight, need_bias) -> (grad_z, grad_weight,
@@ -37,25 +36,24 @@ import torch
 import torch.nn.functional as F
 
 from webda_kernels import _dispatch, _extension, _validate
-from webda_kernels import winograd_conv3x3 as winograd
-
-_GPU_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
+from webda_kernels import _winograd_conv3x3 as winograd
+from webda_kernels._dtypes import GPU_FLOATING, accumulation_dtype
+from webda_kernels._frames import from_frames, to_frames
 
 SPEC = _dispatch.OpSpec(
     name="residual_conv2plus1d",
-    # The CPU kernel computes in float32 / float64; float16 is upcast around it (torch's own
-    # float16 conv3d is ~30x slower). bfloat16 stays on the reference, whose oneDNN bfloat16
-    # convolutions beat the upcast (one thread, C=64 @ 28x28 fwd+bwd: 10 ms vs 38 ms).
-    dtypes={"cpu": frozenset({torch.float16, torch.float32, torch.float64}), "triton": _GPU_DTYPES,
-            "cuda": _GPU_DTYPES},
+    # The CPU kernel computes in float32 / float64; float16 is upcast around it (torch has no
+    # fast float16 convolution on the CPU). bfloat16 stays on the reference, whose oneDNN
+    # bfloat16 convolutions are the better path there.
+    dtypes={"cpu": frozenset({torch.float16, torch.float32, torch.float64}), "triton": GPU_FLOATING,
+            "cuda": GPU_FLOATING},
     auto={"cpu": ("cpu",)},  # cuda/triton await a GPU benchmark before auto may pick them
 )
 # ``auto`` picks "cpu" only for a frozen 3x3 stride-1 spatial conv of at least
-# winograd.MIN_CHANNELS channels, where the CPU backend's Winograd spatial conv and fused
-# temporal kernels beat the reference. CPU, float32, ResNet-34 stages (batch 2, 12 frames),
-# fwd+bwd, paired rounds against eager in its faster layout (the run recorded in
-# benchmarks/results/cpu-xeon-2core, commit b91487b): 64@28 1.28x, 128@14 1.41x, 256@7 1.20x,
-# 512@4 1.36x. A trained spatial weight is not measured.
+# winograd.MIN_CHANNELS channels: there the CPU backend's Winograd spatial conv and fused
+# temporal kernels beat the reference at the ResNet-34 stages of
+# benchmarks/bench_residual_conv2plus1d.py (results in benchmarks/results/cpu-xeon-2core/).
+# A trained spatial weight is not benchmarked, so it stays on the reference.
 _REFERENCE_SPEC = dataclasses.replace(SPEC, auto={})
 
 CL3D = torch.channels_last_3d
@@ -98,7 +96,7 @@ def _temporal_forward_extension(part, z, weight, bias, relu):
 
 def _temporal_backward_extension(part, grad_y, z, y, weight, relu, need_weight, need_bias):
     n, c, t, h, w = z.shape
-    acc = torch.float64 if z.dtype == torch.float64 else torch.float32
+    acc = accumulation_dtype(z.dtype)
     grad_z = torch.empty_like(z, memory_format=CL3D)
     grad_weight = torch.zeros(weight.shape, dtype=acc, device=z.device) if need_weight else None
     grad_bias = torch.zeros((c,), dtype=acc, device=z.device) if need_bias else None
@@ -161,21 +159,18 @@ def _channels_last(x: torch.Tensor) -> bool:
     return not x.is_contiguous() and x.stride(1) < min(x.stride(2), x.stride(3), x.stride(4))
 
 
-def _memory_format(channels_last: bool) -> torch.memory_format:
-    return CL3D if channels_last else torch.contiguous_format
+def _memory_format(channels_last: bool, frames: bool = False) -> torch.memory_format:
+    """The memory format of a (N, C, T, H, W) tensor, or with ``frames`` of its (N*T, C, H, W) frames."""
+    if not channels_last:
+        return torch.contiguous_format
+    return torch.channels_last if frames else CL3D
 
 
 def _frames(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """(N, C, T, H, W) -> (N*T, C, H, W) frames, channels-last or contiguous (a view when x has that layout)."""
-    n, c, t, h, w = x.shape
     if channels_last:
-        return x.contiguous(memory_format=CL3D).transpose(1, 2).reshape(n * t, c, h, w)
-    return x.transpose(1, 2).reshape(n * t, c, h, w).contiguous()
-
-
-def _unframe(frames: torch.Tensor, n: int, t: int) -> torch.Tensor:
-    """(N*T, C, H, W) frames -> an (N, C, T, H, W) view."""
-    return frames.reshape(n, t, *frames.shape[1:]).transpose(1, 2)
+        return to_frames(x.contiguous(memory_format=CL3D))
+    return to_frames(x).contiguous()
 
 
 def _winograd(backend: str, spatial_weight: torch.Tensor, stride, padding, dtype: torch.dtype) -> bool:
@@ -206,7 +201,7 @@ def residual_conv2plus1d_op(
         frames = winograd.conv3x3(_frames(x, True), spatial_weight, spatial_bias, padding[0])
     else:
         frames = F.conv2d(_frames(x, _channels_last(x)), spatial_weight, spatial_bias, stride, padding)
-    z = _unframe(frames, n, t).contiguous(memory_format=CL3D)
+    z = from_frames(frames, n, t).contiguous(memory_format=CL3D)
     bias = None if temporal_bias is None else temporal_bias.contiguous()
     y = _TEMPORAL[backend][0](z, temporal_weight.contiguous(), bias, relu)
     return y.contiguous(memory_format=_memory_format(_channels_last(x))), z
@@ -283,10 +278,11 @@ def _backward(ctx, grad_y, grad_z_unused):
     grad_x = grad_spatial_weight = grad_spatial_bias = None
     if ctx.need_spatial:
         n, cin, t, h, w = ctx.x_shape
+        x_format, frame_format = _memory_format(ctx.channels_last), _memory_format(ctx.channels_last, frames=True)
         need_x = needs[_X]
         if need_x and _winograd(ctx.backend, spatial_weight, ctx.stride, ctx.padding, grad_z.dtype):
             grad_frames_x = winograd.conv3x3_input_grad(_frames(grad_z, True), spatial_weight, ctx.padding[0])
-            grad_x = _unframe(grad_frames_x, n, t).contiguous(memory_format=_memory_format(ctx.channels_last))
+            grad_x = from_frames(grad_frames_x, n, t).contiguous(memory_format=x_format)
             need_x = False
         if need_x or needs[_SPATIAL_WEIGHT] or needs[_SPATIAL_BIAS]:
             grad_frames = _frames(grad_z, ctx.channels_last)
@@ -294,20 +290,18 @@ def _backward(ctx, grad_y, grad_z_unused):
             # uninitialised tensor (an expanded one, as torch.nn.grad.conv2d_input passes, is
             # copied whole by oneDNN's backward).
             if x is None:
-                layout = torch.channels_last if ctx.channels_last else torch.contiguous_format
                 frames = torch.empty((n * t, cin, h, w), dtype=grad_frames.dtype, device=grad_frames.device,
-                                     memory_format=layout)
+                                     memory_format=frame_format)
             else:
                 frames = _frames(x, ctx.channels_last)
-            weight_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
             grad_frames_x, grad_spatial_weight, grad_spatial_bias = torch.ops.aten.convolution_backward(
-                grad_frames, frames, spatial_weight.contiguous(memory_format=weight_format),
+                grad_frames, frames, spatial_weight.contiguous(memory_format=frame_format),
                 [spatial_weight.shape[0]] if needs[_SPATIAL_BIAS] else None,
                 ctx.stride, ctx.padding, [1, 1], False, [0, 0], 1,
                 [need_x, needs[_SPATIAL_WEIGHT], needs[_SPATIAL_BIAS]],
             )
             if grad_frames_x is not None:
-                grad_x = _unframe(grad_frames_x, n, t).contiguous(memory_format=_memory_format(ctx.channels_last))
+                grad_x = from_frames(grad_frames_x, n, t).contiguous(memory_format=x_format)
             if grad_spatial_weight is not None:
                 grad_spatial_weight = grad_spatial_weight.contiguous()
     return (grad_x, grad_spatial_weight, grad_temporal_weight, grad_spatial_bias, grad_temporal_bias,
@@ -318,18 +312,6 @@ residual_conv2plus1d_op.register_autograd(_backward, setup_context=_setup_contex
 
 
 # ----------------------------------------------------------------------------- public API
-def _pair(op: str, name: str, value, minimum: int) -> List[int]:
-    """An int or a pair of ints, each >= minimum, as a list of two ints."""
-    values = list(value) if isinstance(value, (tuple, list)) else [value]
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    if min(values) < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
-    return values
-
-
 def _check_shapes(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias, padding) -> None:
     op = "residual_conv2plus1d"
     c, cin = spatial_weight.shape[:2]
@@ -344,9 +326,7 @@ def _check_shapes(x, spatial_weight, temporal_weight, spatial_bias, temporal_bia
     if temporal_weight.shape[:2] != (c, c):
         raise ValueError(f"{op}: temporal_weight must be ({c}, {c}, kt) to follow spatial_weight "
                          f"{tuple(spatial_weight.shape)}, got {tuple(temporal_weight.shape)}")
-    if temporal_weight.shape[2] % 2 == 0:
-        raise ValueError(f"{op}: temporal_weight's kt must be odd (zero padding kt // 2 keeps T), "
-                         f"got kt={temporal_weight.shape[2]}")
+    _validate.odd_size(op, "temporal_weight's kt", temporal_weight.shape[2])
     for name, bias in (("spatial_bias", spatial_bias), ("temporal_bias", temporal_bias)):
         if bias is not None and tuple(bias.shape) != (c,):
             raise ValueError(f"{op}: {name} must have shape ({c},), got {tuple(bias.shape)}")
@@ -379,7 +359,8 @@ def residual_conv2plus1d(
         activation: None or "relu".
         backend: "auto", "reference", "cpu", "triton" or "cuda" (see ``available_backends()``).
             ``auto`` picks "cpu" for a frozen 3x3 stride-1 spatial conv of at least 64
-            channels in float32/float64 on the CPU (where it measured faster), else the reference.
+            channels in float32/float64 on the CPU (where benchmarks show it ahead), else the
+            reference.
 
     Returns:
         y (N, C, T, Ho, Wo) with ``z = conv2d(x_t, spatial_weight, spatial_bias)`` per frame and
@@ -402,13 +383,14 @@ def residual_conv2plus1d(
             _validate.floating_tensor(op, name, bias, ndim=1)
     _validate.same_device_and_dtype(op, "x", x, spatial_weight=spatial_weight, temporal_weight=temporal_weight,
                                     spatial_bias=spatial_bias, temporal_bias=temporal_bias)
-    stride_pair = _pair(op, "stride", stride, 1)
-    padding_pair = _pair(op, "padding", padding, 0)
+    stride_pair = list(_validate.int_pair(op, "stride", stride, 1))
+    padding_pair = list(_validate.int_pair(op, "padding", padding, 0))
     if activation not in (None, "relu"):
         raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
     _check_shapes(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias, padding_pair)
-    wins = not spatial_weight.requires_grad and winograd.applies(spatial_weight, stride_pair, padding_pair, x.dtype)
-    resolved = _dispatch.resolve(SPEC if wins else _REFERENCE_SPEC, backend, x.device, x.dtype)
+    benchmarked = not spatial_weight.requires_grad and winograd.applies(spatial_weight, stride_pair, padding_pair,
+                                                                       x.dtype)
+    resolved = _dispatch.resolve(SPEC if benchmarked else _REFERENCE_SPEC, backend, x.device, x.dtype)
     y, _ = residual_conv2plus1d_op(x, spatial_weight, temporal_weight, spatial_bias, temporal_bias,
                                    stride_pair, padding_pair, activation == "relu", resolved)
     return y

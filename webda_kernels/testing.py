@@ -1,17 +1,24 @@
-"""The numerics rule every fast path is held to (DESIGN.md, "Numerics and tests").
+"""Test helpers: the numerics rule every fast path is held to, and what tests build inputs from.
 
-A fast result passes when its error against the float64 reference is at most
-``factor`` times the error of the PyTorch reference run in the same (low) precision, plus
-a per-dtype floor; ``factor`` is 2 for outputs and 3 for gradients. NaN never passes.
-Errors are norm-wise relative: ``max |a - ref| / max |ref|``.
+The rule (docs/design.md, "Numerics"): a fast result passes when its error against the
+float64 reference is at most ``factor`` times the error of the PyTorch reference run in the
+same (low) precision, plus a per-dtype floor; ``factor`` is 2 for outputs and 3 for
+gradients. NaN never passes. Errors are norm-wise relative: ``max |a - ref| / max |ref|``.
+
+Used by the tests, the benchmarks and ``python -m webda_kernels.check``; importing it needs
+no pytest (only :func:`backend_params` does).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
+from torch import nn
+
+from webda_kernels import _dispatch
 
 FLOORS = {
     torch.float16: 2e-3,
@@ -20,6 +27,13 @@ FLOORS = {
     torch.float64: 1e-13,
 }
 FACTORS = {"output": 2.0, "grad": 3.0}
+
+# Every dtype the ops take, float32 first; the half-precision ones.
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+# Whether torch sees a GPU here, and the device types tests run on ("cpu", and "cuda" with a GPU).
+GPU = torch.cuda.is_available()
+DEVICES = tuple(device.type for device in _dispatch.machine_devices())
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -68,15 +82,51 @@ def assert_matches_reference(actual, same_precision, float64, kind: str = "outpu
 
 def backend_params(spec, dtypes) -> list:
     """``pytest.param(backend, device, dtype)`` for every backend of ``spec`` that serves each
-    device here (cpu, and cuda when available) and dtype, with ids like ``cpu-cpu-float32``."""
+    device here (:data:`DEVICES`) and dtype, with ids like ``cpu-cpu-float32``."""
     import pytest
 
-    from webda_kernels._dispatch import serving_backends
-
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     return [
         pytest.param(backend, device, dtype, id=f"{backend}-{device}-{str(dtype).replace('torch.', '')}")
-        for device in devices
+        for device in DEVICES
         for dtype in dtypes
-        for backend in serving_backends(spec, torch.device(device), dtype)
+        for backend in _dispatch.serving_backends(spec, torch.device(device), dtype)
     ]
+
+
+def representable_randn(*size: int, dtype: torch.dtype, scale: float = 1.0, device=None) -> torch.Tensor:
+    """float64 normal values (times ``scale``) rounded to ``dtype``: exactly representable in
+    ``dtype``, so a run in ``dtype`` and the float64 reference see the same inputs."""
+    return (torch.randn(size, dtype=torch.float64, device=device) * scale).to(dtype).double()
+
+
+def randomise_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Gives every BatchNorm in ``module`` non-trivial statistics and affine parameters, as
+    after training (small means and shifts, variances and scales of either sign near 1), drawn
+    from a generator seeded with ``seed``. Returns ``module``."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if not isinstance(m, nn.modules.batchnorm._BatchNorm):
+                continue
+            c = m.num_features
+            if m.running_mean is not None:
+                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+            if m.weight is not None:
+                sign = torch.randint(0, 2, (c,), generator=gen) * 2 - 1
+                m.weight.copy_((torch.rand(c, generator=gen) + 0.5) * sign)
+                m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
+    return module
+
+
+def saved_bytes(fn: Callable[[], object]) -> int:
+    """Bytes of the distinct storages autograd saves for backward while ``fn()`` runs."""
+    storages = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())

@@ -26,19 +26,17 @@ from typing import Optional, Tuple
 import torch
 
 from webda_kernels import _dispatch, _extension, _validate, reference
-
-_GPU_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
+from webda_kernels._dtypes import FLOATING, GPU_FLOATING, accumulation_dtype
 
 SPEC = _dispatch.OpSpec(
     name="topk_similarity",
-    dtypes={"cpu": _dispatch.FLOATING, "triton": _GPU_DTYPES, "cuda": _GPU_DTYPES},
+    dtypes={"cpu": FLOATING, "triton": GPU_FLOATING, "cuda": GPU_FLOATING},
     auto={"cpu": ("cpu",)},  # cuda/triton await a GPU benchmark before auto may pick them
 )
 # ``auto`` picks "cpu" only for banks of at least max(CPU_MIN_BANK, CPU_MIN_BANK_PER_K * k)
-# rows. Below that, most scores enter the running top-k and the heap work loses to the
-# reference's sort. Speed of cpu over the reference, one thread (the fused kernel):
-# Nq = 32, D = 512, k = 29: 0.65x at Nb = 32, 0.74x at 64, 1.17x at 128, 1.75x at 256;
-# Nq = 32, D = 128, k = 128: 0.69x at Nb = 256, 1.23x at 512; k = 512: 0.50x at Nb = 512, 1.11x at 2048.
+# rows: below that most scores enter the running top-k and the heap work loses to the
+# reference's sort. Set from benchmarks/bench_topk_similarity.py (its paper shape, Nb = 32,
+# falls below; results in benchmarks/results/cpu-xeon-2core/).
 CPU_MIN_BANK = 128
 CPU_MIN_BANK_PER_K = 4
 _SMALL_SPEC = dataclasses.replace(SPEC, auto={})
@@ -56,16 +54,12 @@ GPU_MAX_K = 256
 GPU_MAX_BANK = 2**31 - 1
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _streaming_reference(query: torch.Tensor, bank: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
     return reference.topk_similarity(query, bank, k)
 
 
 def _streaming_cpu(query: torch.Tensor, bank: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    acc = _acc_dtype(query.dtype)
+    acc = accumulation_dtype(query.dtype)
     n_query, dim = query.shape
     n_bank = bank.shape[0]
     module = _extension.load("cpu")
@@ -199,7 +193,8 @@ def _(query, bank, k, weight, backend):
     return query.new_empty((query.shape[0], k)), query.new_empty((query.shape[0], k), dtype=torch.int64)
 
 
-def _check_inputs(query, bank, k, weight) -> None:
+def _check_inputs(query, bank, k, weight) -> int:
+    """Raise for bad arguments; returns ``k`` as a Python int."""
     op = "topk_similarity"
     _validate.floating_tensor(op, "query", query, ndim=2)
     _validate.floating_tensor(op, "bank", bank, ndim=2)
@@ -213,8 +208,7 @@ def _check_inputs(query, bank, k, weight) -> None:
         raise ValueError(f"{op}: weight must have shape ({dim}, {dim}) for {dim}-feature rows, got {tuple(weight.shape)}")
     if bank.shape[0] == 0:
         raise ValueError(f"{op}: bank is empty (shape {tuple(bank.shape)}); it needs at least k rows")
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"{op}: k must be an int, got {type(k).__name__}")
+    k = _validate.integer(op, "k", k)
     if not 1 <= k <= bank.shape[0]:
         raise ValueError(f"{op}: k must be in [1, {bank.shape[0]}] (the bank's rows), got {k}")
     if torch.is_grad_enabled():
@@ -224,6 +218,7 @@ def _check_inputs(query, bank, k, weight) -> None:
                     f"{op} is not differentiable, but {name} requires grad; call it under torch.no_grad() "
                     f"or pass {name}.detach()"
                 )
+    return k
 
 
 def topk_similarity(
@@ -264,7 +259,7 @@ def topk_similarity(
             bank, ``k`` outside [1, Nb], mixed devices, an input that requires grad while
             gradients are enabled, or a ``backend`` that cannot serve the inputs.
     """
-    _check_inputs(query, bank, k, weight)
+    k = _check_inputs(query, bank, k, weight)
     spec = SPEC if bank.shape[0] >= max(CPU_MIN_BANK, CPU_MIN_BANK_PER_K * k) else _SMALL_SPEC
     resolved = _dispatch.resolve(spec, backend, query.device, query.dtype)
     if resolved in ("triton", "cuda") and (k > GPU_MAX_K or bank.shape[0] > GPU_MAX_BANK):

@@ -30,17 +30,17 @@ from typing import Tuple
 import torch
 
 from webda_kernels import _dispatch, _extension, _validate, reference
+from webda_kernels._dtypes import FLOATING, GPU_FLOATING, accumulation_dtype
 from webda_kernels.topk_similarity import GPU_MAX_BANK, GPU_MAX_K, streaming_topk
-
-_GPU_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
 
 SPEC = _dispatch.OpSpec(
     name="topt_attention",
-    dtypes={"cpu": _dispatch.FLOATING, "triton": _GPU_DTYPES, "cuda": _GPU_DTYPES},
+    dtypes={"cpu": FLOATING, "triton": GPU_FLOATING, "cuda": GPU_FLOATING},
     auto={"cpu": ("cpu",)},  # triton/cuda await a GPU benchmark before auto may pick them
 )
 # ``auto`` keeps the reference below this many similarities (Ns * Nt), where the streaming
-# path's fixed costs outweigh what it saves (benchmarks/bench_topt_attention.py).
+# path's fixed costs outweigh what it saves. Set from benchmarks/bench_topt_attention.py
+# (results in benchmarks/results/cpu-xeon-2core/).
 CPU_MIN_PAIRS = 1 << 14
 _SMALL_SPEC = dataclasses.replace(SPEC, auto={})
 
@@ -48,19 +48,15 @@ _SMALL_SPEC = dataclasses.replace(SPEC, auto={})
 FUSED_MAX_ROWS = 64
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _project(src: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``src @ weight`` in the accumulation dtype, (Ns, D)."""
-    acc = _acc_dtype(src.dtype)
+    acc = accumulation_dtype(src.dtype)
     return src.to(acc) @ weight.to(acc)
 
 
 def _normalise(scores: torch.Tensor, temperature: float, softmax: bool, dtype: torch.dtype) -> torch.Tensor:
     """The op's output from accumulation-dtype scores: the scores, or their softmax over the batch."""
-    return (torch.softmax(scores / temperature, dim=0) if softmax else scores).to(dtype)
+    return (reference.temperature_softmax(scores, temperature) if softmax else scores).to(dtype)
 
 
 def _fits_one_program(src: torch.Tensor, tgt: torch.Tensor) -> bool:
@@ -144,7 +140,7 @@ def _(src, tgt, weight, top_t, temperature, softmax, backend):
     return (
         src.new_empty(n_src),
         src.new_empty((n_src, top_t), dtype=torch.int64),
-        src.new_empty((n_src, dim), dtype=_acc_dtype(src.dtype)),
+        src.new_empty((n_src, dim), dtype=accumulation_dtype(src.dtype)),
     )
 
 
@@ -163,8 +159,9 @@ def _backward(ctx, grad_out, grad_indices, grad_projected):
     acc = projected.dtype
     grad_scores = grad_out.to(acc)
     if ctx.softmax:
-        alpha = out.to(acc)
-        grad_scores = alpha * (grad_scores - (grad_scores * alpha).sum()) / ctx.temperature
+        # torch's own softmax backward, as the reference's autograd runs it: alpha * (g - sum(g * alpha))
+        # cancels when one weight dominates, and its sum is more accurate than a plain float32 one.
+        grad_scores = torch.ops.aten._softmax_backward_data(grad_scores, out.to(acc), 0, acc) / ctx.temperature
     grad_src = grad_tgt = grad_weight = None
     if need_src or need_weight:
         # Row i of d e is g_i on its selected entries: (d e) @ tgt = g_i * (sum of the selected rows).
@@ -183,7 +180,8 @@ def _backward(ctx, grad_out, grad_indices, grad_projected):
 topt_attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _check_and_resolve(op: str, src, tgt, weight, top_t, backend: str) -> str:
+def _check_and_resolve(op: str, src, tgt, weight, top_t, backend: str) -> Tuple[str, int]:
+    """Raise for bad arguments; returns the backend to run and ``top_t`` as a Python int."""
     _validate.floating_tensor(op, "src", src, ndim=2)
     _validate.floating_tensor(op, "tgt", tgt, ndim=2)
     _validate.floating_tensor(op, "weight", weight, ndim=2)
@@ -193,14 +191,33 @@ def _check_and_resolve(op: str, src, tgt, weight, top_t, backend: str) -> str:
         raise ValueError(f"{op}: tgt has {tgt.shape[1]} features per row but src has {dim}")
     if tuple(weight.shape) != (dim, dim):
         raise ValueError(f"{op}: weight must be ({dim}, {dim}) for src of {dim} features, got {tuple(weight.shape)}")
-    if isinstance(top_t, bool) or not isinstance(top_t, int):
-        raise TypeError(f"{op}: top_t must be an int, got {type(top_t).__name__}")
+    top_t = _validate.integer(op, "top_t", top_t)
     if tgt.shape[0] == 0:
         raise ValueError(f"{op}: tgt is empty; top_t needs at least one target row")
     if not 1 <= top_t <= tgt.shape[0]:
         raise ValueError(f"{op}: top_t must be in [1, Nt = {tgt.shape[0]}], got {top_t}")
     spec = SPEC if src.shape[0] * tgt.shape[0] >= CPU_MIN_PAIRS else _SMALL_SPEC
-    return _dispatch.resolve(spec, backend, src.device, src.dtype)
+    return _dispatch.resolve(spec, backend, src.device, src.dtype), top_t
+
+
+def _temperature(value, dtype: torch.dtype) -> float:
+    """``value`` if it is a positive float that the accumulation dtype of ``dtype`` inputs holds as a
+    normal number (else the softmax input would be 0 or inf), else TypeError/ValueError."""
+    temperature = _validate.finite_number("topt_attention", "temperature", value)
+    if temperature <= 0:
+        raise ValueError(f"topt_attention: temperature must be > 0, got {temperature}")
+    acc = torch.finfo(accumulation_dtype(dtype))
+    if not acc.tiny <= temperature <= acc.max:
+        raise ValueError(f"topt_attention: temperature {temperature} cannot be represented in {acc.dtype}, the "
+                         f"softmax's dtype for {dtype} inputs; use one in [{acc.tiny:.3g}, {acc.max:.3g}]")
+    return temperature
+
+
+def _reference(fn, src, tgt, weight, *args) -> torch.Tensor:
+    """The reference ``fn`` run in the accumulation dtype (as every other backend computes), the result
+    in ``src``'s dtype: a float16 similarity that overflows must not turn the answer into NaN."""
+    acc = accumulation_dtype(src.dtype)
+    return fn(src.to(acc), tgt.to(acc), weight.to(acc), *args).to(src.dtype)
 
 
 def topt_scores(src: torch.Tensor, tgt: torch.Tensor, weight: torch.Tensor, top_t: int, backend: str = "auto") -> torch.Tensor:
@@ -224,9 +241,9 @@ def topt_scores(src: torch.Tensor, tgt: torch.Tensor, weight: torch.Tensor, top_
         ValueError: wrong ranks or shapes, devices differ, ``tgt`` is empty, ``top_t`` is out of
             range, or ``backend`` cannot serve the inputs.
     """
-    resolved = _check_and_resolve("topt_scores", src, tgt, weight, top_t, backend)
-    if resolved == "reference":  # plain torch autograd: faster than the op at small shapes
-        return reference.topt_scores(src, tgt, weight, top_t)
+    resolved, top_t = _check_and_resolve("topt_scores", src, tgt, weight, top_t, backend)
+    if resolved == "reference":  # plain torch autograd: no custom op to pay for
+        return _reference(reference.topt_scores, src, tgt, weight, top_t)
     return topt_attention_op(src, tgt, weight, top_t, 1.0, False, resolved)[0]
 
 
@@ -238,7 +255,9 @@ def topt_attention(
 
     Args:
         src, tgt, weight, top_t, backend: as in :func:`topt_scores`.
-        temperature: softmax temperature, a finite float > 0.
+        temperature: softmax temperature, a float > 0 that float32 (float64 for float64 inputs)
+            holds as a normal number: at least 1.2e-38 (2.2e-308). A tiny temperature gives the
+            limit, weight 1 on the highest score (shared among equal ones).
 
     Returns:
         (Ns,) weights in ``src``'s dtype that sum to 1 over the source batch; differentiable in
@@ -246,12 +265,10 @@ def topt_attention(
 
     Raises:
         TypeError, ValueError: as in :func:`topt_scores`; ValueError also if ``temperature`` is
-            not a finite positive number.
+            not a finite positive number in that range.
     """
-    resolved = _check_and_resolve("topt_attention", src, tgt, weight, top_t, backend)
-    temperature = _validate.finite_number("topt_attention", "temperature", temperature)
-    if temperature <= 0:
-        raise ValueError(f"topt_attention: temperature must be > 0, got {temperature}")
-    if resolved == "reference":  # plain torch autograd: faster than the op at small shapes
-        return reference.topt_attention(src, tgt, weight, top_t, temperature)
+    resolved, top_t = _check_and_resolve("topt_attention", src, tgt, weight, top_t, backend)
+    temperature = _temperature(temperature, src.dtype)
+    if resolved == "reference":  # plain torch autograd: no custom op to pay for
+        return _reference(reference.topt_attention, src, tgt, weight, top_t, temperature)
     return topt_attention_op(src, tgt, weight, top_t, temperature, True, resolved)[0]

@@ -29,12 +29,11 @@ namespace {
 
 // Rows of one weight-gradient reduction step: their g and z stay in L2 while every tile uses them.
 constexpr int64_t kChunkRows = 128;
-// Packed weights up to this size (C <= 256 in float32, kt = 3; half the L2 of the machine measured)
-// stay in L2 while a thread walks its rows through every column tile.
+// Packed weights up to this size (C <= 256 in float32, kt = 3; half of a 2 MiB L2) stay in L2
+// while a thread walks its rows through every column tile.
 constexpr int64_t kCachedWeightBytes = 1 << 20;
-// F(2, 3) along T from this many channels: its transforms cost about what it saves at C = 64
-// (vs the direct kernels, 1 thread: fwd 64@28 1.0-1.07x, 128@14 1.04-1.12x, 256@7 1.17-1.22x;
-// backward with the weight gradient 64@28 0.98x, 128@14 1.16x, 256@7 1.09x).
+// F(2, 3) along T from this many channels: narrower, its transforms cost about what its fewer
+// products save. Set by timing both paths at the stages of benchmarks/bench_residual_conv2plus1d.py.
 constexpr int64_t kWinogradChannels = 128;
 // Weight-gradient buffers up to this size (C <= 128 in float32, kt = 3) are cheap to keep, zero
 // and add up once per thread.
@@ -47,7 +46,7 @@ struct Shape {
 };
 
 // Scratch of `count` elements (uninitialised), one per slot and calling thread, kept between
-// calls: for C = 512 the fresh pages of weight-sized buffers cost as much as a tenth of the GEMMs.
+// calls so that weight-sized buffers do not take fresh (page-faulting) memory on every call.
 template <typename T> T* weight_scratch(int slot, int64_t count) {
   thread_local std::vector<T> buffers[2];
   std::vector<T>& buffer = buffers[slot];
@@ -63,7 +62,7 @@ template <typename T> inline T tap(const T* w, const Shape& s, bool backward, in
 
 // Column panels of the packed weights: packed[tile][j][k][col] = weight seen as P_j (forward)
 // or Q_j (backward), zero past column C, so micro-tiles always load whole vectors. Threads
-// split the panels (for C = 512 a serial pass took a quarter of the forward).
+// split the panels: for wide C the packing is a sizeable pass of its own.
 template <typename T> const T* pack_weight(const T* w, const Shape& s, bool backward) {
   constexpr int64_t kCols = Vec<T>::kWideCols;
   const int64_t c = s.c, kt = s.kt, tiles = ceil_div(c, kCols);
@@ -152,8 +151,7 @@ void residual_conv(const T* src, const T* packed, const T* bias, T* out, const S
     store_tile<false>(acc, res, tile_bias, dst, c, valid, c - c0, relu);
   };
   if (tiles * s.kt * c * kCols * static_cast<int64_t>(sizeof(T)) <= kCachedWeightBytes) {
-    // Threads split the rows, so each reads only its share of src instead of all of it (at
-    // C = 256, 7x7: 1.03-1.10x the column-tile split, 2 threads).
+    // Threads split the rows, so each reads only its share of src instead of all of it.
 #pragma omp parallel for collapse(2) schedule(dynamic, 8)
     for (int64_t clip = 0; clip < s.n; ++clip)
       for (int64_t block = 0; block < blocks; ++block)

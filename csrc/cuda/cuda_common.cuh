@@ -35,13 +35,7 @@ template <> __device__ __forceinline__ __half from_acc(float v) { return __float
 template <> __device__ __forceinline__ __nv_bfloat16 from_acc(float v) { return __float2bfloat16_rn(v); }
 
 template <typename F> void dispatch_cuda_dtype(int dtype, F&& f) {
-  switch (dtype) {
-    case kFloat16: f(__half{}); break;
-    case kBFloat16: f(__nv_bfloat16{}); break;
-    case kFloat32: f(float{}); break;
-    case kFloat64: f(double{}); break;
-    default: throw std::invalid_argument("unsupported dtype code " + std::to_string(dtype));
-  }
+  dispatch_dtype_as<__half, __nv_bfloat16>(dtype, f);
 }
 
 // Sizes and strides passed by value to a kernel.

@@ -77,11 +77,12 @@ __global__ void __launch_bounds__(kThreads)
   if (tid < ns) {
     float v = score[tid];
     if (softmax) {
+      // The largest score is subtracted before dividing: score / temperature may overflow.
       float top = -INFINITY;
-      for (int k = 0; k < ns; ++k) top = fmaxf(top, score[k] / temperature);
+      for (int k = 0; k < ns; ++k) top = fmaxf(top, score[k]);
       float total = 0.0f;
-      for (int k = 0; k < ns; ++k) total += expf(score[k] / temperature - top);
-      v = expf(v / temperature - top) / total;
+      for (int k = 0; k < ns; ++k) total += expf((score[k] - top) / temperature);
+      v = expf((v - top) / temperature) / total;
     }
     out[tid] = from_acc<T>(v);
   }

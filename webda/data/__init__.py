@@ -28,7 +28,7 @@ _EXPORTS = {
     "Keyframe": "shots", "KeyframeIndex": "shots", "Shot": "shots", "detect_shots": "shots",
     "extract_keyframes": "shots",
     "CorruptFileError": "skips", "CorruptFileWarning": "skips", "SkipLog": "skips",
-    "PRESETS": "synthetic", "Preset": "synthetic", "generate": "synthetic",
+    "DATASET_PRESETS": "synthetic", "DatasetPreset": "synthetic", "generate": "synthetic",
     "EvalTransform": "transforms", "TrainTransform": "transforms",
     "VideoInfo": "video", "probe_video": "video", "read_frames": "video", "write_mp4": "video",
 }

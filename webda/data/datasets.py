@@ -8,7 +8,8 @@ is skipped with one warning and the next item is served instead.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -41,19 +42,30 @@ class _SkippingDataset(Dataset):
 
 
 class ImageDataset(_SkippingDataset):
-    """Image files (web images, cached keyframes) -> (image float (3, S, S), label, index)."""
+    """Image files (web images, cached keyframes) -> (image float (3, S, S), label, index).
 
-    def __init__(self, items: Sequence[Item], transform: Callable):
+    ``sources``: a file to decode instead of an item's own (``PreparedData.image_sources``: the
+    downscaled copies of large images). A JPEG much larger than the transform's ``source_side``
+    is decoded at reduced scale (:func:`~webda.data.images.load_image`'s ``min_side``).
+    """
+
+    def __init__(self, items: Sequence[Item], transform: Callable, sources: Optional[Dict[Path, Path]] = None):
         super().__init__()
         if not items:
             raise ValueError("ImageDataset needs at least one item")
-        self.items, self.transform = list(items), transform
+        self.items, self.transform, self.sources = list(items), transform, dict(sources or {})
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int):
-        return self._first_readable(index, lambda i: self.transform(load_image(self.items[i].path)))
+        min_side = getattr(self.transform, "source_side", None)
+
+        def load(i: int) -> torch.Tensor:
+            path = Path(self.items[i].path)
+            return self.transform(load_image(self.sources.get(path, path), min_side))
+
+        return self._first_readable(index, load)
 
 
 class ClipDataset(_SkippingDataset):
@@ -65,7 +77,8 @@ class ClipDataset(_SkippingDataset):
     chunks from Hecate's shots; a shot shorter than a chunk is looped.
     ``train=False``: every video contributes the evenly spaced chunks of
     :meth:`ChunkSpec.eval_starts`; average the predictions of samples with equal video index.
-    ``short_side`` resizes frames while decoding (None keeps the native size).
+    ``short_side`` resizes frames while decoding (None keeps the native size). Each video is
+    decoded on one thread: run several DataLoader workers instead.
     """
 
     def __init__(
@@ -112,7 +125,7 @@ class ClipDataset(_SkippingDataset):
             indices = self.random_chunk(video)
         else:
             indices = self.chunk.indices(start, video.info.num_frames)
-        return self.transform(read_frames(video.path, indices, self.short_side))
+        return self.transform(read_frames(video.path, indices, self.short_side, threads=1, info=video.info))
 
     def __getitem__(self, index: int):
         video_index, start = self.samples[index]

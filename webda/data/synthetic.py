@@ -40,7 +40,7 @@ CARD_NAME = "dataset_card.json"
 
 
 @dataclass(frozen=True)
-class Preset:
+class DatasetPreset:
     """Sizes and noise rates of a generated dataset. Counts are per class unless noted.
 
     num_classes: K classes; ``min(2 * ceil(K / 4), 6)`` of them in motion pairs.
@@ -76,15 +76,19 @@ class Preset:
     fps: int = 24
 
 
-PRESETS: Dict[str, Preset] = {
+# Dataset sizes by name (``webda make-dataset --preset``); the training presets of the same
+# names are :data:`webda.config.TRAIN_PRESETS`.
+DATASET_PRESETS: Dict[str, DatasetPreset] = {
     # tests and CI: 4 classes (one motion pair), generates in seconds
-    "tiny": Preset(num_classes=4, web_images=24, duplicates=3, web_videos=4, reuploads=1, target_train=6, target_test=4),
+    "tiny": DatasetPreset(num_classes=4, web_images=24, duplicates=3, web_videos=4, reuploads=1, target_train=6,
+                          target_test=4),
     # the demo: 6 classes (two motion pairs)
-    "small": Preset(num_classes=6, web_images=60, duplicates=3, web_videos=10, reuploads=2, target_train=12, target_test=8),
+    "small": DatasetPreset(num_classes=6, web_images=60, duplicates=3, web_videos=10, reuploads=2, target_train=12,
+                           target_test=8),
     # `webda ablate`: every class of the catalogue (three motion pairs, eight appearance classes, four of
     # them sharing a colour or a shape with another class), 280 target test videos
-    "bench": Preset(num_classes=14, web_images=80, duplicates=3, web_videos=12, reuploads=3, target_train=16,
-                    target_test=20),
+    "bench": DatasetPreset(num_classes=14, web_images=80, duplicates=3, web_videos=12, reuploads=3, target_train=16,
+                           target_test=20),
 }
 
 _KIND_CODES = {"target_train": 0, "target_test": 1, "web_image": 2, "web_video": 3, "reupload": 4,
@@ -122,7 +126,7 @@ def _kinds(n: int, rates: Dict[str, float], rng: np.random.Generator) -> List[st
 class _Writer:
     """Writes files under ``out`` and collects their dataset-card entries."""
 
-    def __init__(self, out: Path, preset: Preset, classes: List[ClassSpec], seed: int, progress):
+    def __init__(self, out: Path, preset: DatasetPreset, classes: List[ClassSpec], seed: int, progress):
         self.out, self.preset, self.classes, self.seed, self.progress = out, preset, classes, seed, progress
         self.items: List[dict] = []
         self.test_keyframes: Dict[int, List[Tuple[str, int, np.ndarray]]] = {}  # class -> (path, frame, image)
@@ -236,9 +240,9 @@ def generate(out, preset: str = "tiny", seed: int = 0, num_classes: Optional[int
     ``out`` must not exist or be empty. Returns the dataset card (also written to
     ``out/dataset_card.json``); ``out/classes.txt`` fixes the class order.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    p = PRESETS[preset] if num_classes is None else replace(PRESETS[preset], num_classes=num_classes)
+    if preset not in DATASET_PRESETS:
+        raise ValueError(f"preset must be one of {sorted(DATASET_PRESETS)}, got {preset!r}")
+    p = DATASET_PRESETS[preset] if num_classes is None else replace(DATASET_PRESETS[preset], num_classes=num_classes)
     classes = class_catalogue(p.num_classes)
     out = Path(out)
     if out.exists() and any(out.iterdir()):

@@ -9,6 +9,9 @@ clip. Output: float32, normalised with ``mean``/``std``, (3, S, S) for an image 
   classes differ by left/right motion: a flip turns one into the other.
 - :class:`EvalTransform`: resize the shorter side to ``resize`` then centre crop ``size``
   (the paper: 256 then 224).
+
+Both say in ``source_side`` the shorter side of the smallest source they never upsample: a
+loader may decode a large image at a reduced scale down to it (JPEG draft mode).
 """
 
 from __future__ import annotations
@@ -24,14 +27,18 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _to_float_tchw(frames) -> Tuple[torch.Tensor, bool]:
-    """uint8 (H, W, 3) or (T, H, W, 3) -> float (T, 3, H, W) in [0, 1], and whether it was a clip."""
+def _as_clip(frames) -> Tuple[torch.Tensor, bool]:
+    """uint8 (H, W, 3) or (T, H, W, 3) -> uint8 (T, H, W, 3), and whether it was a clip."""
     x = torch.as_tensor(np.asarray(frames)) if not torch.is_tensor(frames) else frames
     if x.dtype != torch.uint8 or x.ndim not in (3, 4) or x.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 (H, W, 3) or (T, H, W, 3), got {x.dtype} {tuple(x.shape)}")
     is_clip = x.ndim == 4
-    x = x if is_clip else x.unsqueeze(0)
-    return x.permute(0, 3, 1, 2).float().div_(255.0), is_clip
+    return (x if is_clip else x.unsqueeze(0)), is_clip
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (T, 3, H, W) in [0, 1]."""
+    return x.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -73,6 +80,11 @@ class TrainTransform(_Normalise):
             raise ValueError(f"ratio must satisfy 0 < min <= max, got {ratio}")
         self.scale, self.ratio, self.flip = scale, ratio, flip
 
+    @property
+    def source_side(self) -> int:
+        """The shorter source side at which the smallest, narrowest crop still spans ``size`` pixels."""
+        return math.ceil(self.size / math.sqrt(self.scale[0] * min(self.ratio[0], 1 / self.ratio[1])))
+
     def crop_box(self, height: int, width: int, generator: Optional[torch.Generator] = None):
         """(top, left, h, w) of a random crop covering ``scale`` of the area at aspect ``ratio``."""
         area = height * width
@@ -91,9 +103,9 @@ class TrainTransform(_Normalise):
         return (height - side) // 2, (width - side) // 2, side, side
 
     def __call__(self, frames, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        x, is_clip = _to_float_tchw(frames)
-        top, left, h, w = self.crop_box(x.shape[-2], x.shape[-1], generator)
-        x = _resize(x[..., top : top + h, left : left + w], self.size, self.size)
+        x, is_clip = _as_clip(frames)
+        top, left, h, w = self.crop_box(x.shape[1], x.shape[2], generator)
+        x = _resize(_to_float(x[:, top : top + h, left : left + w]), self.size, self.size)  # crop, then convert
         if self.flip and bool(torch.rand(1, generator=generator) < 0.5):
             x = x.flip(-1)
         return self._finish(x, is_clip)
@@ -114,8 +126,13 @@ class EvalTransform(_Normalise):
         if self.resize < size:
             raise ValueError(f"resize ({self.resize}) must be >= size ({size})")
 
+    @property
+    def source_side(self) -> int:
+        return self.resize
+
     def __call__(self, frames) -> torch.Tensor:
-        x, is_clip = _to_float_tchw(frames)
+        x, is_clip = _as_clip(frames)
+        x = _to_float(x)
         height, width = x.shape[-2:]
         scale = self.resize / min(height, width)
         height, width = max(self.size, round(height * scale)), max(self.size, round(width * scale))

@@ -3,12 +3,11 @@
 ``alpha = softmax(mean of the top-T entries of row i of (src @ W @ tgt.T) / temperature)``
 over the labeled web batch, with L2-normalised embeddings and W (learned, identity at the
 start) divided by its spectral norm. The paper leaves the scale of ``e = E(x) W E(x')`` open;
-without a bound, minimising the attention-weighted loss drives W to put all the weight on
-the one easiest item of each batch (we saw alpha_max x N reach 29 of 32 in a few hundred
-steps). With unit embeddings, ||W||_2 = 1 and the top-T *mean*, the softmax's input lies in
-[-1, 1] whatever the embedding size and T, so ``temperature`` bounds how much one item can
-outweigh another (at most exp(2 / temperature)): the soft down-weighting the paper
-describes. T defaults to round(0.9 x target batch), the paper's rule.
+without a bound, minimising the attention-weighted loss drives W to put nearly all the
+weight on the one easiest item of each batch. With unit embeddings, ||W||_2 = 1 and the
+top-T *mean*, the softmax's input lies in [-1, 1] whatever the embedding size and T, so
+``temperature`` bounds how much one item can outweigh another (at most exp(2 / temperature)):
+the soft down-weighting the paper describes. T defaults to round(0.9 x target batch), the paper's rule.
 
 With ``class_balance`` (ours, on in the trainer by default: ``--attention-class-balance``; the
 paper has one softmax over the batch) alpha is then rescaled within each web label so that every label keeps its share of the batch

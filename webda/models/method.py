@@ -30,9 +30,10 @@ from webda_kernels.nn import WarmStartGradientReversal
 
 TARGET = "target"
 
-# The paper's domain pairs (first branch labeled 1 by the discriminator, second 0).
-IMAGE_PAIRS = {("target", "image"): "L_I", ("target", "frame"): "L_V", ("image", "frame"): "L_B"}
-VIDEO_PAIRS = {("target", "video"): "L_V"}
+# The paper's domain pairs (first branch labeled 1 by the discriminator, second 0): stage 1's
+# L^I, L^V, L^B and stage 2's L^V.
+IMAGE_PAIRS = (("target", "image"), ("target", "frame"), ("image", "frame"))
+VIDEO_PAIRS = (("target", "video"),)
 
 
 def pair_name(pair: Tuple[str, str]) -> str:

@@ -19,6 +19,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
+from webda.checkpoint_file import read_state_dict
 from webda.errors import UserError
 
 
@@ -150,12 +151,11 @@ def load_torchvision_weights(model: ResNet, path) -> List[str]:
 
     Every tensor must exist in ``model`` with the same shape, except the classifier (``fc.*``),
     which is kept when its shape differs (a different number of classes). Returns the names
-    that were not loaded. Raises :class:`UserError` for a missing file or mismatched shapes.
+    that were not loaded. Raises :class:`UserError` for a missing file, one that is not a state_dict,
+    or mismatched shapes.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"pretrained weights file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_state_dict(path, "pretrained weights file")
     own = model.state_dict()
     skipped = []
     for name, tensor in state.items():

@@ -9,14 +9,11 @@ over the frames.
 
 A residual branch that answers change only (our choice; the paper is silent): by default
 every temporal filter of the residual blocks sums to zero over its taps and the temporal bias
-stays zero, so the branch gives (almost) nothing for a still scene. A filter with a non-zero sum would
-add a fixed channel mix of the frozen spatial features to every frame, and a bias a fixed
-shift, i.e. re-learn appearance from the few, noisy web videos. On the demo data, unconstrained
-temporal filters ended 8 times larger (norm) than zero-sum ones trained alike and the video
-model took the rotating arrows for triangles (seed 1); with zero-sum filters but a trained
-bias, which grew to about half the frozen spatial bias in some layers, it still did (seed 2). The
-spatial filters hold the appearance the image model learned from the cleaner web images; the
-temporal ones learn motion.
+stays zero, so the branch gives (almost) nothing for a still scene. A filter with a non-zero
+sum would add a fixed channel mix of the frozen spatial features to every frame, and a bias a
+fixed shift, i.e. re-learn appearance from the few, noisy web videos; the spatial filters
+hold the appearance the image model learned from the cleaner web images, the temporal ones
+learn motion. Evidence: docs/method.md.
 """
 
 from __future__ import annotations

@@ -12,14 +12,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from webda.data.images import load_image  # noqa: E402
-from webda.data.layout import Item  # noqa: E402
+from webda.data.images import load_image
+from webda.data.layout import Item
+from webda.report.plotting import plt, save_figure
 
 CLEAN = "clean"
 
@@ -70,7 +67,4 @@ def plot_attention_grid(items: Sequence[Item], weights: Sequence[float], noise: 
     axes[0][per_side // 2].annotate("highest weight", (0.5, 1.35), xycoords="axes fraction", ha="center", fontsize=9)
     axes[0][per_side + 1 + per_side // 2].annotate("lowest weight", (0.5, 1.35), xycoords="axes fraction",
                                                    ha="center", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return Path(out_png)
+    return save_figure(fig, out_png)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from webda.report.plotting import plt, save_figure
 
 
 def plot_confusion(report: dict, title: str, out_png) -> Path:
@@ -26,7 +24,4 @@ def plot_confusion(report: dict, title: str, out_png) -> Path:
     ax.set_ylabel("true")
     ax.set_title(f"{title}: top-1 {report['top1']:.2f}", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return Path(out_png)
+    return save_figure(fig, out_png)

@@ -12,10 +12,7 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from webda.report.plotting import plt, save_figure
 
 
 def read_metrics(path) -> List[dict]:
@@ -60,7 +57,4 @@ def plot_training_curves(records: List[dict], title: str, out_png) -> Path:
     axes[1].axhline(0.5, color="grey", linestyle=":", linewidth=1)
     axes[2].set_ylim(0, 1.02)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return Path(out_png)
+    return save_figure(fig, out_png)

@@ -11,13 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-import matplotlib
+import numpy as np
+import torch
+from sklearn.manifold import TSNE
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
+from webda.report.plotting import plt, save_figure
 
 DOMAIN_COLOURS = {"web image": "tab:red", "web video": "tab:green", "target video": "tab:blue"}
 
@@ -58,10 +56,7 @@ def plot_tsne(rows: Sequence[Tuple[str, torch.Tensor]], domains: Sequence[str], 
             ax.set_yticks([])
         by_domain.legend(fontsize=7, loc="best")
         by_class.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return Path(out_png)
+    return save_figure(fig, out_png)
 
 
 def domain_agreement(features: torch.Tensor, domains: Sequence[str], k: int = 10) -> float:

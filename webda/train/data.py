@@ -18,11 +18,11 @@ from typing import Dict, Sequence
 
 from torch.utils.data import Dataset
 
-from webda.config import TrainConfig
+from webda.config import ImageConfig, TrainConfig, VideoConfig
 from webda.data.clips import ChunkSpec
 from webda.data.datasets import ClipDataset, ImageDataset
 from webda.data.layout import VideoItem
-from webda.data.prepare import PreparedData, prepare
+from webda.data.prepare import DEFAULT_IMAGE_SIDE, PreparedData, prepare
 from webda.data.transforms import EvalTransform, TrainTransform
 from webda.errors import UserError
 
@@ -37,8 +37,11 @@ class StageData:
 
 
 def prepare_data(cfg: TrainConfig) -> PreparedData:
+    """:func:`prepare` with a process per core; large images cached at least at the size the crops need."""
+    image_side = max(DEFAULT_IMAGE_SIDE, TrainTransform(cfg.size).source_side)
     try:
-        return prepare(cfg.data, cfg.cache_dir or None, threshold=cfg.overlap_threshold, show_progress=cfg.progress)
+        return prepare(cfg.data, cfg.cache_dir or None, threshold=cfg.overlap_threshold, image_side=image_side,
+                       show_progress=cfg.progress)
     except ValueError as err:
         raise UserError(f"preparing {cfg.data}: {err}") from err
 
@@ -57,19 +60,21 @@ def evaluation_data(cfg: TrainConfig, videos: Sequence[VideoItem]) -> ClipDatase
     return ClipDataset(videos, EvalTransform(cfg.size), chunk_spec(cfg), train=False, short_side=decode_side(cfg))
 
 
-def image_stage(cfg, prepared: PreparedData) -> StageData:
+def image_data(cfg: ImageConfig) -> StageData:
     """Stage 1 branches for ``cfg.branches``, plus ``target`` (used when attention or DA is on)."""
+    prepared = prepare_data(cfg)
     train = TrainTransform(cfg.size, flip=cfg.flip)
     branches: Dict[str, Dataset] = {"target": ImageDataset(prepared.target_frames("train"), train)}
     if "I" in cfg.branches:
-        branches["image"] = ImageDataset(prepared.web_images, train)
+        branches["image"] = ImageDataset(prepared.web_images, train, sources=prepared.image_sources)
     if "F" in cfg.branches:
         branches["frame"] = ImageDataset(prepared.web_frames(), train)
     return StageData(prepared, branches, evaluation_data(cfg, prepared.eval_videos("test")))
 
 
-def video_stage(cfg, prepared: PreparedData) -> StageData:
+def video_data(cfg: VideoConfig) -> StageData:
     """Stage 2 branches: ``video`` and ``target`` (used when attention or DA is on)."""
+    prepared = prepare_data(cfg)
     clips = dict(transform=TrainTransform(cfg.size, flip=cfg.flip), chunk=chunk_spec(cfg), train=True,
                  short_side=decode_side(cfg), shots=prepared.keyframes)
     branches: Dict[str, Dataset] = {

@@ -17,7 +17,9 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
-from webda_kernels.nn.conv2plus1d import ResidualConv2Plus1d
+from webda_kernels import _validate
+from webda_kernels._frames import from_frames, to_frames
+from webda_kernels.nn.residual_conv2plus1d import ResidualConv2Plus1d
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +34,11 @@ SHAPE_AGNOSTIC = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.
 class FrameWise(nn.Module):
     """Applies a 2D ``module`` to every frame: (N, C, T, H, W) -> (N, C', T, H', W').
 
-    T is folded into the batch (a view for ``channels_last_3d`` input, a copy otherwise), so a
-    BatchNorm2d inside sees every frame of every clip, like a BatchNorm3d. ``frozen=True``
-    fixes the module: its parameters get ``requires_grad=False`` and it stays in eval mode
-    (BatchNorm uses and keeps its running statistics) even when the model trains.
+    T is folded into the batch by :func:`to_frames` (a view for ``channels_last_3d`` input, a
+    copy otherwise) and unfolded by :func:`from_frames`, so a BatchNorm2d inside sees every
+    frame of every clip, like a BatchNorm3d. ``frozen=True`` fixes the module: its parameters
+    get ``requires_grad=False`` and it stays in eval mode (BatchNorm uses and keeps its running
+    statistics) even when the model trains.
     """
 
     def __init__(self, module: nn.Module, frozen: bool = False) -> None:
@@ -56,9 +59,7 @@ class FrameWise(nn.Module):
         if x.dim() != 5:
             raise ValueError(f"FrameWise({type(self.module).__name__}): input must be (N, C, T, H, W), got shape "
                              f"{tuple(x.shape)}")
-        n, c, t, h, w = x.shape
-        out = self.module(x.transpose(1, 2).reshape(n * t, c, h, w))
-        return out.reshape(n, t, *out.shape[1:]).transpose(1, 2)
+        return from_frames(self.module(to_frames(x)), x.shape[0], x.shape[2])
 
     def extra_repr(self) -> str:
         return f"frozen={self.frozen}"
@@ -201,14 +202,13 @@ def convert_2d_to_video(model: nn.Module, temporal_kernel_size: int = 3, freeze_
 
     Raises:
         TypeError: ``model`` is not an nn.Module.
+        TypeError, ValueError: a ``temporal_kernel_size`` that is not a positive odd int.
         ValueError: a leaf of another type, a container (or the model) with parameters of its
-            own, a conv/BN pair of different widths, or a bad ``temporal_kernel_size``.
+            own, or a conv/BN pair of different widths.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert_2d_to_video: model must be an nn.Module, got {type(model).__name__}")
-    kt = temporal_kernel_size
-    if isinstance(kt, bool) or not isinstance(kt, int) or kt < 1 or kt % 2 == 0:
-        raise ValueError(f"convert_2d_to_video: temporal_kernel_size must be a positive odd int, got {kt!r}")
+    kt = _validate.odd_size("convert_2d_to_video", "temporal_kernel_size", temporal_kernel_size)
     if next(model.children(), None) is None:
         raise ValueError(f"convert_2d_to_video: model ({type(model).__name__}) has no submodules to convert; "
                          "wrap a single layer in an nn.Sequential")

@@ -30,7 +30,7 @@ def _neg_scale_kernel(
             src += (rest % size) * tl.load(layout_ptr + NDIM + d)
             rest = rest // size
     grad = tl.load(grad_ptr + src, mask=mask)
-    acc_dtype = tl.float64 if grad.dtype == tl.float64 else tl.float32
+    acc_dtype = tl.float64 if grad.dtype == tl.float64 else tl.float32  # _dtypes.accumulation_dtype, in-kernel
     coeff = tl.load(coeff_ptr).to(acc_dtype)
     out = grad.to(acc_dtype) * -coeff
     tl.store(out_ptr + offs, cast_rne(out, out_ptr.dtype.element_ty), mask=mask)

@@ -73,8 +73,9 @@ def _topt_fused_kernel(
     # Summed in float64 and rounded once: no float32 rounding error grows with top_t.
     score = tl.sum(tl.where(selected, sim, 0.0).to(tl.float64), axis=1).to(tl.float32)
 
-    if SOFTMAX:
-        z = tl.where(row_ok, score / temperature, float("-inf"))
+    if SOFTMAX:  # the largest score subtracted before dividing: score / temperature may overflow
+        top = tl.max(tl.where(row_ok, score, float("-inf")), axis=0)
+        z = tl.where(row_ok, (score - top) / temperature, float("-inf"))
         e = tl.exp(z - tl.max(z, axis=0))
         score = e / tl.sum(e, axis=0)
     tl.store(out_ptr + rows, cast_rne(score, out_ptr.dtype.element_ty), mask=row_ok)

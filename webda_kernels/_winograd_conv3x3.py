@@ -1,15 +1,16 @@
 """3x3 stride-1 convolutions of channels-last frames by Winograd's F(2x2, 3x3), on the CPU.
 
-The (2+1)D block's CPU backend runs its spatial convolution, and that convolution's input
-gradient, through here where it beats oneDNN's direct convolution (:func:`applies`). Each
-2x2 output tile takes 16 products per channel pair instead of 36 multiply-adds: ``V = B^T d B``
+Private to the ``residual_conv2plus1d`` op: its CPU backend runs the spatial convolution, and
+that convolution's input gradient, through here where :func:`applies` says so. Each 2x2
+output tile takes 16 products per channel pair instead of 36 multiply-adds: ``V = B^T d B``
 of the input tiles, the 16 GEMMs ``M[p] = V[p] @ U[p]`` and ``y = A^T M A + bias``. Up to
 FUSED_MAX_CHANNELS channels one C++ kernel does all three on blocks of tiles that stay in cache;
 wider convolutions transform in C++ and leave the 16 GEMMs to one ``torch.bmm`` (MKL), whose
-blocking wins once U no longer fits in cache. ``U = G g G^T`` (packed for the fused kernel) of a
-weight that does not require grad (the frozen spatial filters) is computed once and reused
-until the weight changes. In float32 its error against a float64 reference is about that of
-oneDNN's (tests/test_winograd_conv3x3.py); F(4x4, 3x3) would be faster but ~20x less accurate.
+own blocking suits a U that no longer fits in cache. ``U = G g G^T`` (packed for the fused
+kernel) of a weight that does not require grad (the frozen spatial filters) is computed once
+and reused until the weight changes. In float32 its error against a float64 reference is about
+that of oneDNN's (tests/test_residual_conv2plus1d_winograd.py); the larger F(4x4, 3x3) tiles
+would need fewer products but lose about an order of magnitude in accuracy.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import torch
 
 from webda_kernels import _extension
 
-# Both channel counts from this many (narrower convolutions were not measured). CPU, float32,
-# 2 threads, 24 frames, against oneDNN in its faster layout: C=64 @ 28x28 1.4x, 128 @ 14x14 1.5x
-# (fused), 256 @ 7x7 1.26x, 512 @ 4x4 1.85x (bmm).
+# Both channel counts from this many: the narrowest ResNet-34 stage, the narrowest width
+# benchmarked against oneDNN (benchmarks/bench_residual_conv2plus1d.py; results in
+# benchmarks/results/cpu-xeon-2core/).
 MIN_CHANNELS = 64
-# Both channel counts up to this many: the fused kernel; above it the batched GEMM. Fused vs bmm:
-# 128 @ 14x14 1.1x, 256 @ 7x7 0.93-1.0x, 512 @ 4x4 0.6x (U, 16 MiB, no longer stays in cache and is
-# read once per block of tiles; MKL's GEMM reads it once).
+# Both channel counts up to this many: the fused kernel; above it the batched GEMM, because a
+# wider U no longer stays in cache and the fused kernel reads it once per block of tiles where
+# MKL's GEMM reads it once. Set by timing both paths at the stage shapes of
+# benchmarks/bench_residual_conv2plus1d.py.
 FUSED_MAX_CHANNELS = 128
 
 _G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], dtype=torch.float64)

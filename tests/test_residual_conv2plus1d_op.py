@@ -1,11 +1,12 @@
-"""residual_conv2plus1d: every backend against the float64 reference, layouts, gradients,
-frozen spatial weights, saved memory, opcheck / compile / export, bad inputs.
+"""The residual_conv2plus1d op: every backend against the float64 reference, layouts,
+gradients, frozen spatial weights, the CPU backend's Winograd spatial conv, saved memory,
+auto's choice, opcheck / compile / export, bad inputs.
 
-The CPU kernel's temporal pair is also checked on its own (``_TEMPORAL["cpu"]``) with a
-shared relu mask, which is how low precision relu gradients are compared: through the whole
-op, rounding z in half precision flips the sign of pre-activations near zero differently in
-each implementation, and one flipped mask entry moves a gradient by a whole grad_y entry.
-The Triton and CUDA pairs have their own tests (tests/test_conv2plus1d_kernels.py).
+Half-precision cases run without relu: through the whole op, rounding z in half precision
+flips the sign of pre-activations near zero differently in each implementation, and one
+flipped mask entry moves a gradient by a whole grad_y entry. Each backend's temporal kernels
+are checked on their own, relu included, with a shared mask in
+tests/test_residual_conv2plus1d_kernels.py.
 """
 
 from __future__ import annotations
@@ -17,18 +18,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import webda_kernels as wk
-from webda_kernels import _dispatch
-from webda_kernels.residual_conv2plus1d import (
-    _TEMPORAL,
-    SPEC,
-    residual_conv2plus1d_op,
-    residual_conv2plus1d_temporal_backward,
-)
-from webda_kernels.testing import assert_matches_reference
+from webda_kernels import _dispatch, _winograd_conv3x3 as winograd
+from webda_kernels.residual_conv2plus1d import SPEC, residual_conv2plus1d_op, residual_conv2plus1d_temporal_backward
+from webda_kernels.testing import DTYPES, GPU, HALF_DTYPES, assert_matches_reference, representable_randn, saved_bytes
 
 CL3D = torch.channels_last_3d
-GPU = torch.cuda.is_available()
-HALF = (torch.float16, torch.bfloat16)
 
 
 def _device(backend: str) -> str:
@@ -77,7 +71,7 @@ def _inputs(config: Config, dtype: torch.dtype, device: str) -> Inputs:
     c, (kh, kw) = config.channels, config.kernel
 
     def rand(*size, scale=1.0):
-        return (torch.randn(size, dtype=torch.float64) * scale).to(dtype).to(device, torch.float64)
+        return representable_randn(*size, dtype=dtype, scale=scale, device=device)
 
     views = {
         "contiguous": (rand(n, cin, t, h, w), lambda b: b),
@@ -116,11 +110,11 @@ def _op(backend):
 
 def _cases():
     for backend in ("reference", "cpu", "triton", "cuda"):
-        for dtype in (torch.float32, torch.float64) + HALF:
+        for dtype in DTYPES:
             for name, config in CONFIGS.items():
                 if backend == "triton" and not GPU and not config.tiny:
                     continue
-                if backend in ("reference", "cpu") and dtype in HALF and name != "t3-c3-3x3":
+                if backend in ("reference", "cpu") and dtype in HALF_DTYPES and name != "t3-c3-3x3":
                     continue  # float16 is only upcast around the CPU kernel: one config is enough
                 marks = [pytest.mark.skipif(not GPU, reason="needs a GPU")] if backend == "cuda" else []
                 yield pytest.param(backend, dtype, name, id=f"{backend}-{str(dtype)[6:]}-{name}", marks=marks)
@@ -128,12 +122,12 @@ def _cases():
 
 @pytest.mark.parametrize("train_spatial", [False, True], ids=["frozen", "trained"])
 @pytest.mark.parametrize("backend,dtype,config_name", list(_cases()))
-def test_conv2plus1d_matches_float64_reference(backend, dtype, config_name, train_spatial):
+def test_residual_conv2plus1d_matches_float64_reference(backend, dtype, config_name, train_spatial):
     if not _serves(backend, dtype):
         pytest.skip(f"{backend} does not serve {dtype} here")
     torch.manual_seed(sum(map(ord, backend + config_name)) + train_spatial)
     inputs = _inputs(CONFIGS[config_name], dtype, _device(backend))
-    if dtype in HALF:
+    if dtype in HALF_DTYPES:
         inputs.options["activation"] = None  # see the module docstring
     y, gx, grads, grad = _run(_op(backend), inputs, dtype, train_spatial)
     y_same, gx_same, grads_same, _ = _run(wk.reference.residual_conv2plus1d, inputs, dtype, train_spatial, grad)
@@ -147,7 +141,7 @@ def test_conv2plus1d_matches_float64_reference(backend, dtype, config_name, trai
         assert_matches_reference(grads[name], grads_same[name], grads64[name], "grad", what=f"grad {name}")
 
 
-# The CPU backend's Winograd spatial conv (webda_kernels/winograd_conv3x3.py) serves 3x3 stride-1
+# The CPU backend's Winograd spatial conv (webda_kernels/_winograd_conv3x3.py) serves 3x3 stride-1
 # convolutions of at least MIN_CHANNELS channels; with the bar lowered to 1 the 3x3 configs take it.
 WINOGRAD_CONFIGS = {
     **{name: CONFIGS[name] for name in ("t3-c3-3x3", "t12-c64")},
@@ -159,17 +153,15 @@ WINOGRAD_CONFIGS = {
 @pytest.mark.parametrize("train_spatial", [False, True], ids=["frozen", "trained"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=lambda d: str(d)[6:])
 @pytest.mark.parametrize("config_name", list(WINOGRAD_CONFIGS))
-def test_conv2plus1d_cpu_winograd_spatial_conv_matches_float64_reference(monkeypatch, config_name, dtype,
-                                                                         train_spatial):
-    from webda_kernels import winograd_conv3x3
-
+def test_residual_conv2plus1d_cpu_winograd_spatial_conv_matches_float64_reference(monkeypatch, config_name, dtype,
+                                                                                  train_spatial):
     if not _serves("cpu", dtype):
         pytest.skip("the CPU extension is not built")
     config = WINOGRAD_CONFIGS[config_name]
-    if config.channels < winograd_conv3x3.MIN_CHANNELS:
-        monkeypatch.setattr(winograd_conv3x3, "MIN_CHANNELS", 1)
+    if config.channels < winograd.MIN_CHANNELS:
+        monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
     calls = []
-    monkeypatch.setattr(winograd_conv3x3, "_run", lambda *a, run=winograd_conv3x3._run: calls.append(1) or run(*a))
+    monkeypatch.setattr(winograd, "_run", lambda *a, run=winograd._run: calls.append(1) or run(*a))
     torch.manual_seed(len(config_name) + train_spatial)
     inputs = _inputs(config, dtype, "cpu")
     y, gx, grads, grad = _run(_op("cpu"), inputs, dtype, train_spatial)
@@ -183,67 +175,11 @@ def test_conv2plus1d_cpu_winograd_spatial_conv_matches_float64_reference(monkeyp
         assert_matches_reference(grads[name], grads_same[name], grads64[name], "grad", what=f"grad {name}")
 
 
-def test_conv2plus1d_matches_float64_reference_on_an_empty_batch():
+def test_residual_conv2plus1d_matches_float64_reference_on_an_empty_batch():
     inputs = _inputs(CONFIGS["t3-c3-3x3"]._replace(shape=(0, 3, 3, 5, 7)), torch.float32, "cpu")
     y, gx, grads, _ = _run(_op("cpu"), inputs, torch.float32, train_spatial=False)
     assert y.shape == (0, 3, 3, 5, 7) and gx.shape == (0, 3, 3, 5, 7)
     assert not grads["temporal_weight"].any()
-
-
-# ----------------------------------------------------------------------------- the CPU kernel alone
-# (N, C, T, HW, kt): T = 1 and kt > T, C past one vector, past a column tile and not a multiple
-# of either, rows per clip not a multiple of the micro-tile, enough rows for several chunks;
-# from 128 channels with kt = 3 the F(2, 3) kernel: T = 1, 2 and 3 (pairs of frames, one
-# half-empty), a partial column tile, C = 160, whose weight-gradient buffer is past
-# kSmallBufferBytes (threads then split its tiles, not the rows); and C = 272, whose packed weights
-# are past kCachedWeightBytes (direct kernel, threads split column tiles, not rows).
-TEMPORAL_SHAPES = [(1, 1, 1, 1, 1), (2, 3, 1, 5, 3), (1, 5, 2, 7, 5), (2, 17, 3, 6, 3), (1, 33, 12, 7, 3),
-                   (2, 64, 5, 49, 3), (1, 100, 4, 3, 5), (1, 130, 1, 7, 3), (2, 128, 2, 5, 3), (2, 160, 3, 20, 3),
-                   (1, 144, 3, 4, 5), (1, 272, 3, 10, 3)]
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16], ids=lambda d: str(d)[6:])
-@pytest.mark.parametrize("shape", TEMPORAL_SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("relu,has_bias", [(False, False), (True, True)], ids=["plain", "relu-bias"])
-def test_conv2plus1d_cpu_temporal_pair_matches_reference_with_a_shared_mask(dtype, shape, relu, has_bias):
-    n, c, t, hw, kt = shape
-    torch.manual_seed(n * 1000 + c * 10 + kt)
-
-    def rand(*size, scale=1.0):  # channels_last_3d with H*W = hw rows per frame, representable in dtype
-        return (torch.randn(size, dtype=torch.float64) * scale).to(dtype)
-
-    z = rand(n, c, t, 1, hw).contiguous(memory_format=CL3D)
-    weight, bias = rand(c, c, kt, scale=(c * kt) ** -0.5), rand(c) if has_bias else None
-    grad_y = rand(n, c, t, 1, hw).contiguous(memory_format=CL3D)
-    forward, backward = _TEMPORAL["cpu"]
-    forward_ref, backward_ref = _TEMPORAL["reference"]
-    y = forward(z, weight, bias, relu)
-    grads = backward(grad_y, z, y if relu else None, weight, relu, True, has_bias)
-    double = lambda v: None if v is None else v.double()  # noqa: E731
-    y_same = forward_ref(z, weight, bias, relu)
-    y64 = forward_ref(z.double(), weight.double(), double(bias), relu)
-    assert y.is_contiguous(memory_format=CL3D) and y.dtype == dtype
-    assert_matches_reference(y, y_same, y64, "output", what="y")
-    # The backward of every implementation reads the same y, so the relu mask is shared.
-    mask = y.double() if relu else None
-    grads_same = backward_ref(grad_y, z, y if relu else None, weight, relu, True, has_bias)
-    grads64 = backward_ref(grad_y.double(), z.double(), mask, weight.double(), relu, True, has_bias)
-    assert grads[0].is_contiguous(memory_format=CL3D)
-    for label, got, same, ref in zip(("grad z", "grad weight", "grad bias"), grads, grads_same, grads64):
-        if ref is None:
-            assert got is None
-            continue
-        assert got.dtype == dtype and got.shape == ref.shape
-        assert_matches_reference(got, same, ref, "grad", what=label)
-
-
-def test_conv2plus1d_cpu_temporal_backward_computes_only_requested_grads():
-    z = torch.randn(2, 5, 3, 2, 3).contiguous(memory_format=CL3D)
-    weight, grad_y = torch.randn(5, 5, 3), torch.randn_like(z)
-    backward = _TEMPORAL["cpu"][1]
-    grad_z, grad_weight, grad_bias = backward(grad_y, z, None, weight, False, False, False)
-    assert grad_weight is None and grad_bias is None
-    assert torch.equal(grad_z, backward(grad_y, z, None, weight, False, True, True)[0])
 
 
 # ----------------------------------------------------------------------------- gradients
@@ -251,7 +187,7 @@ GRADCHECK_BACKENDS = ["reference", "cpu"]
 
 
 @pytest.mark.parametrize("backend", GRADCHECK_BACKENDS)
-def test_conv2plus1d_gradcheck_every_input(backend):
+def test_residual_conv2plus1d_gradcheck_every_input(backend):
     torch.manual_seed(0)
     x = torch.randn(2, 2, 3, 4, 3, dtype=torch.float64).contiguous(memory_format=CL3D).requires_grad_()
     params = [torch.randn(3, 2, 3, 2, dtype=torch.float64), torch.randn(3, 3, 3, dtype=torch.float64) / 3,
@@ -263,7 +199,7 @@ def test_conv2plus1d_gradcheck_every_input(backend):
 
 
 @pytest.mark.parametrize("backend", GRADCHECK_BACKENDS)
-def test_conv2plus1d_gradcheck_kt_above_t_frozen_spatial(backend):
+def test_residual_conv2plus1d_gradcheck_kt_above_t_frozen_spatial(backend):
     torch.manual_seed(1)
     x = torch.randn(1, 3, 2, 4, 3, dtype=torch.float64, requires_grad=True)
     spatial_weight = torch.randn(4, 3, 1, 3, dtype=torch.float64)
@@ -287,7 +223,7 @@ class _ConvolutionBackwardLog(TorchDispatchMode):
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 @pytest.mark.parametrize("train_spatial", [False, True], ids=["frozen", "trained"])
-def test_conv2plus1d_frozen_spatial_weight_gradient_is_never_computed(backend, train_spatial):
+def test_residual_conv2plus1d_frozen_spatial_weight_gradient_is_never_computed(backend, train_spatial):
     inputs = _inputs(CONFIGS["stem-7x7-stride2"], torch.float32, "cpu")
     with _ConvolutionBackwardLog() as log:
         _, grad_x, grads, _ = _run(_op(backend), inputs, torch.float32, train_spatial)
@@ -297,12 +233,13 @@ def test_conv2plus1d_frozen_spatial_weight_gradient_is_never_computed(backend, t
 
 
 @pytest.mark.parametrize("channels,stride,frozen,picks", [
-    (64, 1, True, "cpu"),  # the measured win: frozen, 3x3, stride 1, >= 64 channels
-    (32, 1, True, "reference"),  # below MIN_CHANNELS: not measured, not picked
+    (64, 1, True, "cpu"),  # where benchmarks show it ahead: frozen, 3x3, stride 1, >= 64 channels
+    (32, 1, True, "reference"),  # below MIN_CHANNELS: not benchmarked, not picked
     (128, 2, True, "reference"),  # no Winograd for stride 2
-    (128, 1, False, "reference"),  # a trained spatial weight: not measured, not picked
+    (128, 1, False, "reference"),  # a trained spatial weight: not benchmarked, not picked
 ])
-def test_conv2plus1d_auto_picks_cpu_only_where_it_measured_faster(monkeypatch, channels, stride, frozen, picks):
+def test_residual_conv2plus1d_auto_picks_cpu_only_where_benchmarks_show_it_ahead(monkeypatch, channels, stride, frozen,
+                                                                                   picks):
     if not _serves("cpu", torch.float32):
         pytest.skip("the CPU extension is not built")
     x = torch.randn(1, channels, 2, 5, 5)
@@ -313,7 +250,7 @@ def test_conv2plus1d_auto_picks_cpu_only_where_it_measured_faster(monkeypatch, c
     assert seen == [picks]
 
 
-def test_conv2plus1d_without_any_gradient_needs_no_backward():
+def test_residual_conv2plus1d_without_any_gradient_needs_no_backward():
     x = torch.randn(1, 3, 2, 4, 4)
     y = wk.residual_conv2plus1d(x, torch.randn(5, 3, 3, 3), torch.randn(5, 5, 3), padding=1, backend="cpu")
     assert y.grad_fn is None
@@ -323,7 +260,7 @@ def test_conv2plus1d_without_any_gradient_needs_no_backward():
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 @pytest.mark.parametrize("layout,channels_last", [("contiguous", False), ("channels_last", True),
                                                   ("sliced", True), ("permuted", False)])
-def test_conv2plus1d_output_and_grad_follow_x_memory_format(backend, layout, channels_last):
+def test_residual_conv2plus1d_output_and_grad_follow_x_memory_format(backend, layout, channels_last):
     inputs = _inputs(CONFIGS["t3-c3-3x3"]._replace(layout=layout), torch.float32, "cpu")
     x = inputs.x_view(inputs.x_base.float()).requires_grad_()
     y = _op(backend)(x, **{k: v.float() for k, v in inputs.params.items() if v is not None}, **inputs.options)
@@ -334,23 +271,14 @@ def test_conv2plus1d_output_and_grad_follow_x_memory_format(backend, layout, cha
 
 
 def _saved_bytes(fn, inputs: Inputs, train_spatial: bool) -> int:
-    """Bytes of the distinct storages autograd saves for backward in one forward."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _run(fn, inputs, torch.float32, train_spatial)
-    return sum(storages.values())
+    return saved_bytes(lambda: _run(fn, inputs, torch.float32, train_spatial))
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 @pytest.mark.parametrize("train_spatial", [False, True], ids=["frozen", "trained"])
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_conv2plus1d_saves_no_more_than_the_reference(backend, train_spatial, relu, layout):
+def test_residual_conv2plus1d_saves_no_more_than_the_reference(backend, train_spatial, relu, layout):
     config = CONFIGS["t12-c64"]._replace(relu=relu, layout=layout)
     inputs = _inputs(config, torch.float32, "cpu")
     ours = _saved_bytes(_op(backend), inputs, train_spatial)
@@ -378,7 +306,7 @@ OP_BACKENDS = [pytest.param(b, marks=[pytest.mark.skipif(not GPU, reason="needs 
 
 
 @pytest.mark.parametrize("backend", OP_BACKENDS)
-def test_conv2plus1d_opcheck(backend):
+def test_residual_conv2plus1d_opcheck(backend):
     if not _serves(backend, torch.float32):
         pytest.skip(f"{backend} is not available here")
     x, sw, tw, sb, tb = _op_args(backend)
@@ -394,7 +322,7 @@ def test_conv2plus1d_opcheck(backend):
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
-def test_conv2plus1d_compiles_with_fullgraph(backend):
+def test_residual_conv2plus1d_compiles_with_fullgraph(backend):
     def block(x, sw, tw, sb, tb):
         return wk.residual_conv2plus1d(x, sw, tw, sb, tb, stride=1, padding=1, activation="relu", backend=backend)
 
@@ -425,7 +353,7 @@ class _Block(torch.nn.Module):
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
-def test_conv2plus1d_exports(backend):
+def test_residual_conv2plus1d_exports(backend):
     block = _Block(backend)
     x = _op_args(backend, requires_grad=False)[0]
     exported = torch.export.export(block, (x,))
@@ -449,12 +377,14 @@ BAD_INPUTS = {
     "no-output-channels": (dict(spatial_weight=torch.randn(0, 3, 3, 3), temporal_weight=torch.randn(0, 0, 3),
                                 spatial_bias=None, temporal_bias=None), ValueError, "at least one"),
     "temporal-weight-shape": (dict(temporal_weight=torch.randn(4, 5, 3)), ValueError, "temporal_weight must be (4, 4"),
-    "even-kt": (dict(temporal_weight=torch.randn(4, 4, 2)), ValueError, "kt must be odd"),
+    "even-kt": (dict(temporal_weight=torch.randn(4, 4, 2)), ValueError, "temporal_weight's kt must be odd"),
     "spatial-bias-shape": (dict(spatial_bias=torch.randn(3)), ValueError, "spatial_bias must have shape (4,)"),
     "temporal-bias-2d": (dict(temporal_bias=torch.randn(4, 1)), ValueError, "temporal_bias must be 1-D"),
     "stride-zero": (dict(stride=0), ValueError, "stride must be >= 1"),
     "stride-triple": (dict(stride=(1, 1, 1)), TypeError, "stride must be an int or a pair"),
     "stride-float": (dict(stride=1.5), TypeError, "stride must be an int or a pair"),
+    "stride-float-in-pair": (dict(stride=(1, 2.0)), TypeError, "stride must be an int or a pair"),
+    "padding-float": (dict(padding=0.5), TypeError, "padding must be an int or a pair"),
     "stride-bool": (dict(stride=True), TypeError, "stride must be an int or a pair"),
     "padding-negative": (dict(padding=(0, -1)), ValueError, "padding must be >= 0"),
     "empty-output": (dict(x=torch.randn(1, 3, 2, 2, 5), padding=0), ValueError, "empty along H"),
@@ -468,7 +398,7 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUTS))
-def test_conv2plus1d_rejects_bad_input(name):
+def test_residual_conv2plus1d_rejects_bad_input(name):
     changes, error, message = BAD_INPUTS[name]
     kwargs = dict(_good(), stride=1, padding=1, activation="relu", **{})
     kwargs.update(changes)

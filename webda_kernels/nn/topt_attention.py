@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Union
 
 import torch
@@ -30,14 +31,13 @@ class TopTAttention(nn.Module):
     def __init__(self, dim: int, top_t: Union[int, float], temperature: float = 1.0, backend: str = "auto",
                  device=None, dtype=None) -> None:
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"TopTAttention: dim must be a positive int, got {dim!r}")
-        if isinstance(top_t, bool) or not isinstance(top_t, (int, float)):
-            raise TypeError(f"TopTAttention: top_t must be an int or a float fraction, got {type(top_t).__name__}")
-        if isinstance(top_t, int) and top_t < 1:
-            raise ValueError(f"TopTAttention: an int top_t must be >= 1, got {top_t}")
-        if isinstance(top_t, float) and not 0.0 < top_t <= 1.0:
-            raise ValueError(f"TopTAttention: a float top_t is a fraction of Nt in (0, 1], got {top_t}")
+        _validate.positive_int("TopTAttention", "dim", dim)
+        if isinstance(top_t, numbers.Real) and not isinstance(top_t, numbers.Integral):
+            top_t = _validate.finite_number("TopTAttention", "top_t", top_t)
+            if not 0.0 < top_t <= 1.0:
+                raise ValueError(f"TopTAttention: a float top_t is a fraction of Nt in (0, 1], got {top_t}")
+        else:
+            top_t = _validate.positive_int("TopTAttention", "top_t (an int, or a float fraction of Nt)", top_t)
         temperature = _validate.finite_number("TopTAttention", "temperature", temperature)
         if temperature <= 0:
             raise ValueError(f"TopTAttention: temperature must be > 0, got {temperature}")

@@ -8,16 +8,10 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import nn
 
+from webda_kernels import _validate
 from webda_kernels.residual_conv2plus1d import residual_conv2plus1d
 
 _Pair = Union[int, Tuple[int, int]]
-
-
-def _pair(name: str, value, minimum: int) -> Tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in pair):
-        raise ValueError(f"ResidualConv2Plus1d: {name} must be an int >= {minimum} or a pair of them, got {value!r}")
-    return pair
 
 
 def _conv2d_padding(conv2d: nn.Conv2d) -> Tuple[int, int]:
@@ -86,6 +80,10 @@ class ResidualConv2Plus1d(nn.Module):
     ``nn.Conv2d``'s) and a temporal bias (zero). ``activation``: None or "relu".
     ``freeze_spatial=True`` keeps the spatial weight and bias fixed (``requires_grad=False``):
     their gradient is never computed. ``backend``: as for ``webda_kernels.residual_conv2plus1d``.
+
+    Raises TypeError for a non-int channel count, kernel size, stride or padding (an int or a
+    pair of ints), ValueError for one out of range, an even ``temporal_kernel_size`` or an
+    unknown ``activation``.
     """
 
     def __init__(
@@ -105,19 +103,15 @@ class ResidualConv2Plus1d(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ResidualConv2Plus1d: {name} must be a positive int, got {value!r}")
-        kt = temporal_kernel_size
-        if isinstance(kt, bool) or not isinstance(kt, int) or kt < 1 or kt % 2 == 0:
-            raise ValueError(f"ResidualConv2Plus1d: temporal_kernel_size must be a positive odd int, got {kt!r}")
+        op = "ResidualConv2Plus1d"
+        self.in_channels = _validate.positive_int(op, "in_channels", in_channels)
+        self.out_channels = _validate.positive_int(op, "out_channels", out_channels)
+        kt = self.temporal_kernel_size = _validate.odd_size(op, "temporal_kernel_size", temporal_kernel_size)
         if activation not in (None, "relu"):
-            raise ValueError(f"ResidualConv2Plus1d: activation must be None or 'relu', got {activation!r}")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _pair("kernel_size", kernel_size, 1)
-        self.stride = _pair("stride", stride, 1)
-        self.padding = _pair("padding", padding, 0)
-        self.temporal_kernel_size = kt
+            raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
+        self.kernel_size = _validate.int_pair(op, "kernel_size", kernel_size, 1)
+        self.stride = _validate.int_pair(op, "stride", stride, 1)
+        self.padding = _validate.int_pair(op, "padding", padding, 0)
         self.activation = activation
         self.residual = residual
         self.backend = backend
