@@ -61,6 +61,13 @@ def test_demo_refuses_a_non_empty_folder(tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
 
 
+def test_report_shows_the_recorded_ablation(demo_run):
+    from webda.ablate import TITLE
+
+    markdown = (demo_run / REPORT / "report.md").read_text()
+    assert f"## {TITLE}" in markdown and "not computed by this demo" in markdown
+
+
 def test_demo_states_its_run_time_one_way(capsys):
     """The module docstring, ``webda demo --help``, ``webda --help`` and the README give the same run time."""
     from pathlib import Path

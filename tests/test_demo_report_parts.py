@@ -77,3 +77,19 @@ def test_training_curves_from_metrics(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert read_metrics(path) == records
     assert plot_training_curves(records, "t", tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_recorded_ablation_blocks_show_the_recorded_table(tmp_path):
+    from webda.ablate import TITLE
+    from webda.report.recorded_ablation import RECORDED, recorded_ablation_blocks
+
+    missing = Document("t").add(*recorded_ablation_blocks(tmp_path / "none.json")).markdown()
+    assert f"## {TITLE}" in missing and "No recorded ablation" in missing
+    assert RECORDED.is_file(), "the recorded ablation (benchmarks/results/ablation/ablation.json) is committed"
+    summary = json.loads(RECORDED.read_text())
+    md = Document("t").add(*recorded_ablation_blocks(RECORDED)).markdown()
+    assert "**synthetic**" in md and "UCF-101" in md and summary["commit"] in md
+    for row in summary["rows"]:
+        mean = "–" if row["mean"] is None else f"{row['mean']:.1f}"
+        assert f"| {row['name']} | {row['arch']} | {row['settings']} | {mean} |" in md
+        assert f"{row['paper']:.1f} |" in md

@@ -166,3 +166,21 @@ def test_model_attention_bank_queues_recent_targets():
     att(src, batches[0])
     assert torch.equal(att.bank, before)  # evaluation never enqueues
     assert "bank" in att.state_dict()
+
+
+def test_attention_class_balance_keeps_each_label_share_and_the_ratios_within_it():
+    torch.manual_seed(0)
+    labels = torch.tensor([2, 0, 2, 2, 0, 3, 2])  # label 1 absent, label 3 alone
+    src, tgt = torch.randn(7, 6, requires_grad=True), torch.randn(5, 6)
+    plain = WebAttention(dim=6, top_t=3, temperature=0.25)(src, tgt)
+    att = WebAttention(dim=6, top_t=3, temperature=0.25, class_balance=True)
+    alpha = att(src, tgt, labels)
+    torch.testing.assert_close(alpha.sum(), torch.tensor(1.0))
+    for c, n in ((0, 2), (2, 4), (3, 1)):
+        members = labels == c
+        torch.testing.assert_close(alpha[members].sum(), torch.tensor(n / 7))
+        torch.testing.assert_close(alpha[members] / alpha[members].sum(), plain[members] / plain[members].sum())
+    alpha[0].backward()
+    assert src.grad.abs().sum() > 0 and att.topt.parametrizations.weight.original.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="labels"):
+        att(src, tgt)

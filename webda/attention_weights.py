@@ -32,6 +32,7 @@ def web_item_weights(checkpoint_path, web_items: Sequence[Item], target_items: S
     web, target = (encoder_embeddings(model.net, items, cfg.size) for items in (web_items, target_items))
     batch = IMAGE_STAGE.batch_sizes(cfg)[branch]
     batch_target = min(cfg.batch_target, len(target))
+    labels = torch.tensor([item.label for item in web_items])
     g = torch.Generator().manual_seed(seed)
     total = torch.zeros(len(web))
     counts = torch.zeros(len(web))
@@ -40,6 +41,6 @@ def web_item_weights(checkpoint_path, web_items: Sequence[Item], target_items: S
         for start in range(0, len(web) - batch + 1, batch):
             rows = order[start : start + batch]
             tgt = target[torch.randperm(len(target), generator=g)[:batch_target]]
-            total[rows] += model.attention[branch](web[rows], tgt) * batch
+            total[rows] += model.attention[branch](web[rows], tgt, labels[rows]) * batch
             counts[rows] += 1
     return total / counts.clamp(min=1)

@@ -75,6 +75,10 @@ TRAIN_PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "image": dict(arch="resnet-narrow16", size=48, steps=300, batch_image=32, batch_frame=32, batch_target=32),
         "video": dict(size=48, steps=300, lr=0.03, batch_video=8, batch_target=8),
     },
+    "bench": {
+        "image": dict(arch="resnet-narrow16", size=48, steps=500, batch_image=32, batch_frame=32, batch_target=32),
+        "video": dict(size=48, steps=200, lr=0.03, batch_video=8, batch_target=8),
+    },
     "paper": {
         "image": dict(arch="resnet34", size=224, steps=20000, lr=0.01, warmup_steps=500, batch_image=32,
                       batch_frame=32, batch_target=32, workers=8, checkpoint_every=1000, eval_every=2000,
@@ -110,6 +114,9 @@ class TrainConfig:
                                         bounds=Bounds(1e-6, 1e6))
     bank_size: int = _opt(0, "attend against a queue of this many recent target embeddings too (0: off)",
                           bounds=AT_LEAST_0)
+    attention_class_balance: bool = _opt(True, "rescale alpha within each web label so every label keeps its share "
+                                               "of the batch: attention reweights items, not classes (ours; off: the "
+                                               "paper's one softmax over the batch)")
     da: bool = _opt(True, "domain adaptation (multi-layer discriminators behind gradient reversal)")
     grl_max: float = _opt(0.3, "gradient-reversal coefficient the DANN schedule rises to (DANN: 1)",
                           bounds=FACTOR)

@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
     make.add_argument("--preset", choices=sorted(DATASET_PRESETS), default="small", help="size (default: small)")
     make.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: 0)")
     make.add_argument("--classes", type=int, default=None, metavar="K",
-                      help="number of classes, 2-10 (default: the preset's)")
+                      help="number of classes, 2-14 (default: the preset's)")
     make.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     make.set_defaults(func=_make_dataset)
 

@@ -70,22 +70,29 @@ MOTION_PAIRS = [
     (ClassSpec("green_square_grow", "square", (35, 170, 55), "grow", "green_square_shrink"),
      ClassSpec("green_square_shrink", "square", (35, 170, 55), "shrink", "green_square_grow")),
 ]
+# The first four each have a shape and a colour of their own; the last four share their colour with one
+# class and their shape with another (as real classes share objects and colours), so that from 11 classes
+# on neither colour nor shape alone names an appearance class.
 APPEARANCE_CLASSES = [
     ClassSpec("yellow_star", "star", (245, 205, 20), "random"),
     ClassSpec("magenta_triangle", "triangle", (205, 35, 205), "random"),
     ClassSpec("cyan_cross", "cross", (20, 195, 215), "random"),
     ClassSpec("orange_ring", "ring", (250, 125, 15), "random"),
+    ClassSpec("red_star", "star", (225, 35, 35), "random"),
+    ClassSpec("blue_triangle", "triangle", (35, 75, 225), "random"),
+    ClassSpec("green_cross", "cross", (35, 170, 55), "random"),
+    ClassSpec("yellow_ring", "ring", (245, 205, 20), "random"),
 ]
+MAX_CLASSES = 2 * len(MOTION_PAIRS) + len(APPEARANCE_CLASSES)
 
 
 def class_catalogue(num_classes: int) -> List[ClassSpec]:
-    """``num_classes`` classes: ``2 * ceil(K / 4)`` in motion pairs (at least half), the rest by appearance."""
-    num_pair_classes = 2 * math.ceil(num_classes / 4)
+    """``num_classes`` classes: ``min(2 * ceil(K / 4), 6)`` in the motion pairs (at least half of
+    up to 12 classes), the rest by appearance."""
+    if not 2 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f"num_classes must be between 2 and {MAX_CLASSES}, got {num_classes}")
+    num_pair_classes = min(2 * math.ceil(num_classes / 4), 2 * len(MOTION_PAIRS))
     num_appearance = num_classes - num_pair_classes
-    if not 2 <= num_classes <= 2 * len(MOTION_PAIRS) + len(APPEARANCE_CLASSES) or (
-        num_pair_classes > 2 * len(MOTION_PAIRS) or num_appearance > len(APPEARANCE_CLASSES)
-    ):
-        raise ValueError(f"num_classes must be between 2 and 10, got {num_classes}")
     pairs = [spec for pair in MOTION_PAIRS[: num_pair_classes // 2] for spec in pair]
     return pairs + APPEARANCE_CLASSES[:num_appearance]
 

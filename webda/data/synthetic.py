@@ -10,10 +10,10 @@ It mimics the paper's data (4.1) at laptop scale, in the layout of :mod:`webda.d
   (so shot detection matters), plus re-uploads of target test videos;
 - clean, consistent target videos (train without labels for training; test for evaluation).
 
-Classes come from :func:`webda.data.scenes.class_catalogue`: at least half are motion pairs
-that no single frame can tell apart (a pair's items share every random draw but the direction,
-:func:`draw_stream`). ``dataset_card.json`` records the ground truth (true
-class, noise kind, duplicate sources, spliced shots); training never reads it. Same seed,
+Classes come from :func:`webda.data.scenes.class_catalogue`: up to three motion pairs (at least
+half of the classes, up to 12 classes) that no single frame can tell apart (a pair's items share
+every random draw but the direction, :func:`draw_stream`). ``dataset_card.json`` records the
+ground truth (true class, noise kind, duplicate sources, spliced shots); training never reads it. Same seed,
 same bytes: every item draws from its own generator seeded by (seed, kind, class, index).
 """
 
@@ -43,7 +43,7 @@ CARD_NAME = "dataset_card.json"
 class DatasetPreset:
     """Sizes and noise rates of a generated dataset. Counts are per class unless noted.
 
-    num_classes: K classes; ``2 * ceil(K / 4)`` of them in motion pairs.
+    num_classes: K classes; ``min(2 * ceil(K / 4), 6)`` of them in motion pairs.
     web_images: web images per class (before duplicates); a fraction ``irrelevant_rate`` is
         random content and ``mislabeled_rate`` shows the object of a class that looks different.
     duplicates: extra web images per class that are near-copies of a target test keyframe.
@@ -85,6 +85,10 @@ DATASET_PRESETS: Dict[str, DatasetPreset] = {
     # the demo: 6 classes (two motion pairs)
     "small": DatasetPreset(num_classes=6, web_images=60, duplicates=3, web_videos=10, reuploads=2, target_train=12,
                            target_test=8),
+    # `webda ablate`: every class of the catalogue (three motion pairs, eight appearance classes, four of
+    # them sharing a colour or a shape with another class), 280 target test videos
+    "bench": DatasetPreset(num_classes=14, web_images=80, duplicates=3, web_videos=12, reuploads=3, target_train=16,
+                           target_test=20),
 }
 
 _KIND_CODES = {"target_train": 0, "target_test": 1, "web_image": 2, "web_video": 3, "reupload": 4,

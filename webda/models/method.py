@@ -103,7 +103,7 @@ class WebDAModel(nn.Module):
             if self.attention is None:
                 alpha = torch.full_like(ce, 1.0 / ce.shape[0])
             else:
-                alpha = self.attention[b](emb[b], emb[TARGET])
+                alpha = self.attention[b](emb[b], emb[TARGET], labels[b])
             out[f"ce/{b}"] = (alpha * ce).sum()
             out[f"acc/{b}"] = (logit[b].argmax(1) == labels[b]).float().mean().detach()
             out[f"alpha/{b}"] = alpha.detach()

@@ -5,7 +5,8 @@ A demo run folder holds ``data/`` (the generated dataset, its card and keyframe 
 (stage 1 without domain adaptation, the "before" network of the t-SNE figure), ``video/``
 (stage 2 from ``image/last.pt``); each run folder holds ``last.pt``, ``metrics.jsonl`` and
 ``evaluation-test.json``. :func:`build_report` writes ``report/`` (``report.md``, ``index.html``
-and the PNGs they show) and can be rerun on a finished run.
+and the PNGs they show) and can be rerun on a finished run. The report ends with the ablation
+recorded by ``webda ablate`` under ``benchmarks/results/ablation/`` (:mod:`webda.report.recorded_ablation`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from webda.report.document import Document, Figure, Heading, Paragraph, Table
 from webda.report.features import encoder_embeddings
 from webda.report.ground_truth import GroundTruth
 from webda.report.overlap import KINDS, overlap_summary
+from webda.report.recorded_ablation import recorded_ablation_blocks
 from webda.report.tsne import domain_agreement, plot_tsne, subsample
 
 DATA, IMAGE, IMAGE_NO_DA, VIDEO, REPORT = "data", "image", "image-no-da", "video", "report"
@@ -172,6 +174,7 @@ def build_report(run, seed: int = 0, data: Optional[PreparedData] = None, show_p
         ("t-SNE", lambda: _tsne(doc, run, data, seed)),
         ("attention weights", lambda: _attention(doc, run, data, truth, seed)),
         ("overlap removal", lambda: _overlap(doc, data, truth)),
+        ("recorded ablation", lambda: doc.add(*recorded_ablation_blocks())),
     ]
     with tqdm(sections, desc="report", unit="section", disable=not show_progress) as bar:
         for name, section in bar:

@@ -82,7 +82,8 @@ def _attention(cfg: TrainConfig, world_size: int):
     if not cfg.attention:
         return None
     top_t = max(1, round(cfg.top_t * cfg.batch_target * world_size))
-    return dict(top_t=top_t, temperature=cfg.attention_temperature, bank_size=cfg.bank_size)
+    return dict(top_t=top_t, temperature=cfg.attention_temperature, bank_size=cfg.bank_size,
+                class_balance=cfg.attention_class_balance)
 
 
 def _method(cfg: TrainConfig, net: ResNet, world_size: int, labeled: List[str], pairs) -> WebDAModel:
