@@ -188,6 +188,33 @@ def test_topt_gradcheck_float64(backend, n_tgt):
                                     (src, tgt, weight))
 
 
+_KERNEL_FLOAT32 = [p for p in backend_params(SPEC, [torch.float32]) if p.values[0] != "reference"]
+
+
+@pytest.mark.parametrize("backend,device,dtype", [p for p in _KERNEL_FLOAT32 if p.values[0] == "cpu"])
+def test_topt_gradients_that_cancel(backend, device, dtype):
+    """Under the softmax the gradient of the scores sums to zero, so d weight and d tgt are sums
+    whose terms cancel, most with one feature: the backward sums them as the reference does.
+    (The cpu forward rounds as the reference does; a forward that rounds otherwise, as Triton's
+    exp does, sees its last-bit differences amplified by the cancellation, in either direction.)"""
+    for n_src, n_tgt, dim, top_t in ((32, 61, 1, 30), (17, 64, 1, 19), (9, 40, 5, 3)) * 8:
+        inputs = _inputs(n_src, n_tgt, dim, device, backend, dtype)
+        fast, oracle = _function("attention", backend, 4.0 * top_t)
+        _assert_all_match(fast, oracle, inputs, top_t, dtype, f"{n_src}x{n_tgt}x{dim} T={top_t}")
+
+
+@pytest.mark.parametrize("backend,device,dtype", _KERNEL_FLOAT32)
+@pytest.mark.parametrize("block", [1, 7])
+def test_topt_backward_in_blocks_of_source_rows(backend, device, dtype, block, monkeypatch):
+    """Large problems: the backward holds d e for a few source rows at a time (one, a few). On
+    the scores, whose gradients do not cancel, the blocked sums keep the rule."""
+    monkeypatch.setattr(importlib.import_module("webda_kernels.topt_attention"), "BACKWARD_BLOCK", block)
+    for n_src, n_tgt, dim, top_t in ((1, 1, 1, 1), (6, 9, 4, 2), (13, 40, 5, 31)):
+        inputs = _inputs(n_src, n_tgt, dim, device, backend, dtype)
+        fast, oracle = _function("scores", backend, 1.0)
+        _assert_all_match(fast, oracle, inputs, top_t, dtype, f"block {block} {n_src}x{n_tgt}x{dim} T={top_t}")
+
+
 def test_topt_gradients_only_for_inputs_that_require_them():
     src, tgt, weight = _inputs(5, 7, 4, "cpu")
     tgt.requires_grad_()

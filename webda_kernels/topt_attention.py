@@ -14,14 +14,16 @@ matmul and run the rest (similarities, selection, sums, softmax) in one fused pr
 work is then Ns x Nt x D; larger banks stream through ``streaming_topk`` and never hold the
 Ns x Nt matrix.
 
-The backward is shared by all backends and needs no Ns x Nt tensor: ``s_i`` depends on the
-selected ``e[i, j]`` with derivative 1 (as torch.topk's backward routes it), so with ``g``
-the gradient of the scores and ``sel_i`` the sum of the selected target rows of row i,
-``d src = (g * sel) @ weight.T``, ``d weight = src.T @ (g * sel)`` and
-``d tgt[j] = sum over the (i, t) with indices[i, t] = j of g_i * projected_i``: a gather and
-an index_add over the saved indices, O(Ns * top_t * D). We save the indices rather than a
-per-row threshold because (Ns, top_t) integers are small, the gather/index_add run on every
-device as they are, and nothing has to recompute the similarities.
+The backward is shared by all backends: ``s_i`` depends on the selected ``e[i, j]`` with
+derivative 1 (as torch.topk's backward routes it), so ``d e`` is ``g_i`` (the gradient of the
+scores) on row i's selected entries and zero elsewhere, and ``d src = d e @ tgt @ weight.T``,
+``d weight = src.T @ d e @ tgt``, ``d tgt = d e.T @ projected``, each the matmul the
+reference's autograd runs. Under the softmax ``g`` sums to zero and the terms of ``d weight``
+and ``d tgt`` cancel, so their error depends on how they are summed: summed as the reference
+sums them, a backend whose forward matches the reference's gets its gradients too. ``d e`` is
+built from the saved indices (nothing recomputes the similarities) for blocks of source rows of
+at most ``BACKWARD_BLOCK`` entries, so the backward holds no Ns x Nt tensor for large banks; its
+matmuls do the forward's Ns x Nt x D work twice.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import torch
 from webda_kernels import _dispatch, _extension, _validate, reference
 from webda_kernels._dtypes import FLOATING, GPU_FLOATING, accumulation_dtype, without_autocast
 from webda_kernels.topk_similarity import GPU_MAX_BANK, GPU_MAX_K, streaming_topk
+
+BACKWARD_BLOCK = 1 << 22  # entries of d e the backward holds at once (16 MiB in float32)
 
 SPEC = _dispatch.OpSpec(
     name="topt_attention",
@@ -167,16 +171,22 @@ def _backward(ctx, grad_out, grad_indices, grad_projected):
         # cancels when one weight dominates, and its sum is more accurate than a plain float32 one.
         grad_scores = torch.ops.aten._softmax_backward_data(grad_scores, out.to(acc), 0, acc) / ctx.temperature
     grad_src = grad_tgt = grad_weight = None
-    if need_src or need_weight:
-        # Row i of d e is g_i on its selected entries: (d e) @ tgt = g_i * (sum of the selected rows).
-        pulled = grad_scores[:, None] * tgt[indices].to(acc).sum(dim=1)
-        if need_src:
-            grad_src = (pulled @ weight.to(acc).T).to(src.dtype)
-        if need_weight:
-            grad_weight = (src.to(acc).T @ pulled).to(weight.dtype)
+    pulled = grad_scores.new_empty(src.shape[0], tgt.shape[1])  # d (src @ weight)
+    tgt_acc = tgt.to(acc)
     if need_tgt:
-        pushed = (grad_scores[:, None] * projected)[:, None, :].expand(-1, indices.shape[1], -1)
-        grad_tgt = tgt.new_zeros(tgt.shape, dtype=acc).index_add_(0, indices.reshape(-1), pushed.reshape(-1, tgt.shape[1]))
+        grad_tgt = torch.zeros_like(tgt_acc)
+    for rows in torch.arange(src.shape[0], device=src.device).split(max(1, BACKWARD_BLOCK // max(1, tgt.shape[0]))):
+        # d e of these rows: g_i on row i's selected entries, zero elsewhere
+        block = grad_scores.new_zeros(rows.numel(), tgt.shape[0])
+        block.scatter_(1, indices[rows], grad_scores[rows, None].expand(-1, indices.shape[1]))
+        pulled[rows] = block @ tgt_acc
+        if need_tgt:
+            grad_tgt += block.T @ projected[rows]
+    if need_src:
+        grad_src = (pulled @ weight.to(acc).T).to(src.dtype)
+    if need_weight:
+        grad_weight = (src.to(acc).T @ pulled).to(weight.dtype)
+    if need_tgt:
         grad_tgt = grad_tgt.to(tgt.dtype)
     return grad_src, grad_tgt, grad_weight, None, None, None, None
 
