@@ -340,7 +340,7 @@ def _summary(records: Dict[str, Dict[int, dict]], preset: str, seeds: int, setup
             "pairs_merged": bool(partners), "rows": rows, "comparisons": comparisons}
 
 
-def run_ablation(out, preset: str = "bench", seeds: int = 3, data=None, image_steps: Optional[int] = None,
+def run_ablation(out, preset: str = "bench", seeds: int = 5, data=None, image_steps: Optional[int] = None,
                  video_steps: Optional[int] = None, progress: bool = True) -> Path:
     """Train every row of :data:`ROWS` for seeds ``0..seeds-1`` on ``data`` (default: generate
     the ``preset`` dataset into ``out/data``); returns the path of ``ablation.md``."""
@@ -391,7 +391,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--preset", choices=["tiny", "small", "bench"], default="bench",
                         help="dataset and training size (default: bench, made for this table)")
-    parser.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 per row (default: 3)")
+    parser.add_argument("--seeds", type=int, default=5, help="training seeds 0..N-1 per row (default: 5)")
     parser.add_argument("--out", default="webda-ablate", help="output folder (default: webda-ablate); rerun to resume")
     parser.add_argument("--data", default=None, help="dataset root to use (default: generate the preset's into OUT/data)")
     parser.add_argument("--image-steps", type=int, default=None, help="training steps of image rows (default: preset's)")
