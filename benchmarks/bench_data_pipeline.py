@@ -105,13 +105,19 @@ def make_dataset(root: Path, clips: int, seed: int = 0) -> int:
 
 @contextmanager
 def on_cores(n: int):
-    """Run the block (and the processes it starts) on the first ``n`` cores allowed."""
-    allowed = sorted(os.sched_getaffinity(0))
+    """Run the block (and the processes it starts) on the first ``n`` cores allowed, with torch's
+    threads matched to them: more OpenMP threads than cores make the in-process (one worker)
+    embedding wait on its own threads and would count against one worker."""
+    import torch
+
+    allowed, threads = sorted(os.sched_getaffinity(0)), torch.get_num_threads()
     os.sched_setaffinity(0, allowed[:n])
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         os.sched_setaffinity(0, allowed)
+        torch.set_num_threads(threads)
 
 
 def time_prepare(root: Path, workers: int, cache: Path, start_from: Optional[Path] = None):
