@@ -179,7 +179,8 @@ def _backward(ctx, grad_out, grad_indices, grad_projected):
         # d e of these rows: g_i on row i's selected entries, zero elsewhere
         block = grad_scores.new_zeros(rows.numel(), tgt.shape[0])
         block.scatter_(1, indices[rows], grad_scores[rows, None].expand(-1, indices.shape[1]))
-        pulled[rows] = block @ tgt_acc
+        if need_src or need_weight:
+            pulled[rows] = block @ tgt_acc
         if need_tgt:
             grad_tgt += block.T @ projected[rows]
     if need_src:
