@@ -21,8 +21,9 @@ scores) on row i's selected entries and zero elsewhere, and ``d src = d e @ tgt 
 reference's autograd runs. Under the softmax ``g`` sums to zero and the terms of ``d weight``
 and ``d tgt`` cancel, so their error depends on how they are summed: summed as the reference
 sums them, a backend whose forward matches the reference's gets its gradients too. ``d e`` is
-built from the saved indices (nothing recomputes the similarities) for blocks of source rows of
-at most ``BACKWARD_BLOCK`` entries, so the backward holds no Ns x Nt tensor for large banks; its
+built from the saved indices (nothing recomputes the Ns x Nt similarities; for half inputs the
+selected ones are summed again in float32, to take the softmax's gradient from an unrounded
+alpha) for blocks of source rows of at most ``BACKWARD_BLOCK`` entries, so the backward holds no Ns x Nt tensor for large banks; its
 matmuls do the forward's Ns x Nt x D work twice.
 """
 
@@ -167,9 +168,15 @@ def _backward(ctx, grad_out, grad_indices, grad_projected):
     acc = projected.dtype
     grad_scores = grad_out.to(acc)
     if ctx.softmax:
+        alpha = out.to(acc)
+        if out.dtype != acc:
+            # out is alpha rounded to a half type, and the gradient below cancels, amplifying that
+            # rounding: alpha again in acc, from the saved selection (s_i = projected_i . its rows' sum)
+            scores = (projected * tgt.to(acc)[indices].sum(dim=1)).sum(dim=1)
+            alpha = reference.temperature_softmax(scores, ctx.temperature)
         # torch's own softmax backward, as the reference's autograd runs it: alpha * (g - sum(g * alpha))
         # cancels when one weight dominates, and its sum is more accurate than a plain float32 one.
-        grad_scores = torch.ops.aten._softmax_backward_data(grad_scores, out.to(acc), 0, acc) / ctx.temperature
+        grad_scores = torch.ops.aten._softmax_backward_data(grad_scores, alpha, 0, acc) / ctx.temperature
     grad_src = grad_tgt = grad_weight = None
     pulled = grad_scores.new_empty(src.shape[0], tgt.shape[1])  # d (src @ weight)
     tgt_acc = tgt.to(acc)
