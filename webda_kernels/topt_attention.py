@@ -167,19 +167,19 @@ def _backward(ctx, grad_out, grad_indices, grad_projected):
     need_src, need_tgt, need_weight = ctx.needs_input_grad[:3]
     acc = projected.dtype
     grad_scores = grad_out.to(acc)
+    tgt_acc = tgt.to(acc)
     if ctx.softmax:
         alpha = out.to(acc)
         if out.dtype != acc:
             # out is alpha rounded to a half type, and the gradient below cancels, amplifying that
             # rounding: alpha again in acc, from the saved selection (s_i = projected_i . its rows' sum)
-            scores = (projected * tgt.to(acc)[indices].sum(dim=1)).sum(dim=1)
+            scores = (projected * tgt_acc[indices].sum(dim=1)).sum(dim=1)
             alpha = reference.temperature_softmax(scores, ctx.temperature)
         # torch's own softmax backward, as the reference's autograd runs it: alpha * (g - sum(g * alpha))
         # cancels when one weight dominates, and its sum is more accurate than a plain float32 one.
         grad_scores = torch.ops.aten._softmax_backward_data(grad_scores, alpha, 0, acc) / ctx.temperature
     grad_src = grad_tgt = grad_weight = None
     pulled = grad_scores.new_empty(src.shape[0], tgt.shape[1])  # d (src @ weight)
-    tgt_acc = tgt.to(acc)
     if need_tgt:
         grad_tgt = torch.zeros_like(tgt_acc)
     for rows in torch.arange(src.shape[0], device=src.device).split(max(1, BACKWARD_BLOCK // max(1, tgt.shape[0]))):
