@@ -132,3 +132,21 @@ def test_data_motion_pairs_need_motion():
                                    torch.tensor([label for _, label in videos]))
             clip_acc = _linear_accuracy(*flow(train), *flow(test))
             assert clip_acc > 0.9, clip_acc
+
+
+def test_generate_overrides_a_preset_field_and_keeps_each_video_s_own_frames(tmp_path):
+    spliced = generate(tmp_path / "a", "tiny", 0, show_progress=False)
+    plain = generate(tmp_path / "b", "tiny", 0, show_progress=False, splice_rate=0.0)
+    assert plain["settings"]["splice_rate"] == 0.0
+    kinds = {item["path"]: item["noise"] for item in spliced["items"] if item["domain"] == "web_video"}
+    assert "spliced" in kinds.values()
+    assert all(item["noise"] != "spliced" for item in plain["items"])
+    for path, kind in kinds.items():  # an unspliced video is the same file, a spliced one its frames alone
+        same = (tmp_path / "a" / path).read_bytes() == (tmp_path / "b" / path).read_bytes()
+        assert same == (kind != "spliced"), path
+        if kind == "spliced":
+            relevant = sum(s["end"] - s["start"] for s in next(i for i in spliced["items"] if i["path"] == path)["shots"]
+                           if s["relevant"])
+            assert next(i for i in plain["items"] if i["path"] == path)["num_frames"] == relevant
+    with pytest.raises(TypeError):
+        generate(tmp_path / "c", "tiny", 0, show_progress=False, splice_probability=0.0)

@@ -288,7 +288,7 @@ def table_blocks(summary: dict) -> List[Block]:
     return blocks
 
 
-def _commit() -> str:
+def source_commit() -> str:
     """The git commit of the webda source tree (``-dirty`` with uncommitted changes), or "unknown"."""
     root = Path(__file__).resolve().parent.parent
     try:
@@ -363,7 +363,7 @@ def run_ablation(out, preset: str = "bench", seeds: int = 5, data=None, image_st
         setup["seconds"] = time.perf_counter() - start
         setup_file.write_text(json.dumps(setup))
     steps = {"image": image_steps, "video": video_steps}
-    commit = _commit()
+    commit = source_commit()
     records: Dict[str, Dict[int, dict]] = {row.name: {} for row in ROWS}
     for seed in range(seeds):
         for i, row in enumerate(ROWS, start=1):

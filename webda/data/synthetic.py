@@ -234,15 +234,21 @@ def _near_copy(frame: np.ndarray, size: int, rng: np.random.Generator) -> np.nda
 
 
 def generate(out, preset: str = "tiny", seed: int = 0, num_classes: Optional[int] = None,
-             show_progress: bool = True) -> dict:
+             show_progress: bool = True, **overrides) -> dict:
     """Write the dataset of ``preset`` (with ``num_classes`` classes if given) under ``out``.
+
+    ``overrides``: other :class:`DatasetPreset` fields to change (e.g. ``splice_rate=0.0``: the
+    same web videos without their spliced-in shots, since each video's own frames are drawn
+    before its splice).
 
     ``out`` must not exist or be empty. Returns the dataset card (also written to
     ``out/dataset_card.json``); ``out/classes.txt`` fixes the class order.
     """
     if preset not in DATASET_PRESETS:
         raise ValueError(f"preset must be one of {sorted(DATASET_PRESETS)}, got {preset!r}")
-    p = DATASET_PRESETS[preset] if num_classes is None else replace(DATASET_PRESETS[preset], num_classes=num_classes)
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    p = replace(DATASET_PRESETS[preset], **overrides)
     classes = class_catalogue(p.num_classes)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
