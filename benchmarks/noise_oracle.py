@@ -8,7 +8,8 @@ copies of it with ground-truth noise removed (the dataset card names every noisy
 training never reads it): without the mislabeled web images, without the irrelevant ones,
 without the advert shots spliced into web videos (the same videos generated without their
 splice), and without any of these. On each it trains the ablation's I + F row (stage 1, no
-attention, no domain adaptation) for seeds 0..N-1, and on the full dataset also I + F (A).
+attention, no domain adaptation) for seeds 0..N-1, and on the full dataset also I + F (A),
+over ``--attention-seeds`` seeds (default N; more resolve a smaller effect).
 
 A removal's paired effect over the full dataset is what a perfect down-weighting of that noise
 could gain; the attention's mean weight per noise kind (``webda.attention_weights``, 1 =
@@ -26,7 +27,7 @@ from typing import Dict, List
 
 import torch
 
-from webda.ablate import ROWS, motion_partners, paired, pairs_merged_accuracy, source_commit, summarise
+from webda.ablate import ROWS, format_number, motion_partners, paired, pairs_merged_accuracy, source_commit, summarise
 from webda.attention_weights import web_item_weights
 from webda.data.layout import Item
 from webda.data.prepare import prepare
@@ -102,6 +103,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--work", default=None, help="datasets and runs (default: OUT/work)")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--attention-seeds", type=int, default=None,
+                        help="seeds of the attention's comparison (default: --seeds)")
     parser.add_argument("--preset", default="bench")
     args = parser.parse_args()
     out = Path(args.out)
@@ -122,22 +125,28 @@ def main() -> None:
                                                                                 partners)
     full_data = make_variant(work, args.preset, True, ())
     partners = motion_partners(full_data)
-    attention = {"top-1": {}, "pairs merged": {}}
+    attention: Dict[str, Dict[str, Dict[int, float]]] = {"I + F (A)": {"top-1": {}, "pairs merged": {}},
+                                                         "I + F": {m: dict(v) for m, v in accuracy[FULL].items()}}
     weights: List[dict] = []
-    for seed in seeds:
-        folder = work / "runs" / "attention" / f"seed{seed}"
-        report = run("I + F (A)", full_data, folder, args.preset, seed)
-        attention["top-1"][seed] = 100 * report["top1"]
-        attention["pairs merged"][seed] = 100 * pairs_merged_accuracy(report["confusion"], report["classes"], partners)
-        weights.append(noise_weights(folder / "last.pt", full_data))
+    for seed in range(args.attention_seeds or args.seeds):
+        for row, folder in (("I + F (A)", "attention"), ("I + F", FULL.replace(" ", "-"))):
+            out_folder = work / "runs" / folder / f"seed{seed}"
+            report = run(row, full_data, out_folder, args.preset, seed)
+            attention[row]["top-1"][seed] = 100 * report["top1"]
+            attention[row]["pairs merged"][seed] = 100 * pairs_merged_accuracy(report["confusion"],
+                                                                                report["classes"], partners)
+        gain = attention["I + F (A)"]["top-1"][seed] - attention["I + F"]["top-1"][seed]
+        print(f"attention, seed {seed}: {gain:+.1f} points", flush=True)
+        if seed in seeds:
+            weights.append(noise_weights(work / "runs" / "attention" / f"seed{seed}" / "last.pt", full_data))
 
     summary = {"preset": args.preset, "seeds": list(seeds), "commit": source_commit(), "variants": {}, "attention": {}}
     for name, acc in accuracy.items():
         summary["variants"][name] = {metric: {"runs": summarise(list(values.values())),
                                               "effect": paired(values, accuracy[FULL][metric])}
                                      for metric, values in acc.items()}
-    summary["attention"]["effect"] = {metric: paired(values, accuracy[FULL][metric])
-                                      for metric, values in attention.items()}
+    summary["attention"]["effect"] = {metric: paired(attention["I + F (A)"][metric], attention["I + F"][metric])
+                                      for metric in ("top-1", "pairs merged")}
     summary["attention"]["weights"] = {
         branch: {kind: sum(w[branch][kind] for w in weights) / len(weights) for kind in weights[0][branch]
                  if kind != "shares"}
@@ -157,7 +166,7 @@ def _markdown(summary: dict) -> str:
     rows = []
     for name, metrics in summary["variants"].items():
         top1, merged = metrics["top-1"], metrics["pairs merged"]
-        rows.append([f"I + F, {name}", f"{top1['runs']['mean']:.1f}", f"{top1['runs']['std']:.1f}",
+        rows.append([f"I + F, {name}", format_number(top1["runs"]["mean"]), format_number(top1["runs"]["std"]),
                      "" if name == FULL else _pm(top1["effect"]),
                      "" if name == FULL else _pm(merged["effect"]),
                      ", ".join(f"{d:+.1f}" for d in top1["effect"]["differences"]) if name != FULL else ""])
@@ -174,6 +183,7 @@ def _markdown(summary: dict) -> str:
                   "the seeds, in points of top-1 on the target test videos): what a perfect down-weighting of "
                   "that noise could gain. The last row is the attention on the full dataset."),
         Table(["run", "top-1 (%)", "std", "effect", "effect, pairs merged", "per seed"], rows),
+        Paragraph(f"I + F (A): the attention on the full dataset, over seeds 0-{len(effect['top-1']['seeds']) - 1}."),
         Paragraph("The attention's mean weight per ground-truth kind (`alpha x batch size`, 1 = uniform; "
                   "`webda.attention_weights.web_item_weights`) in the I + F (A) models, averaged over the seeds; "
                   "share: the kind's fraction of the branch's items."),

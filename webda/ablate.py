@@ -209,7 +209,7 @@ def paired(with_row: Dict[int, float], without_row: Dict[int, float]) -> dict:
     return {"seeds": seeds, "differences": diffs, **summarise(diffs)}
 
 
-def _fmt(x: Optional[float], digits: int = 1) -> str:
+def format_number(x: Optional[float], digits: int = 1) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
@@ -232,11 +232,11 @@ def _ratio(stats: dict) -> Optional[float]:
 def _row_table(summary: dict) -> Table:
     rows = []
     for r in summary["rows"]:
-        per_seed = ", ".join("failed" if v is None else _fmt(v) for v in r["per_seed"])
+        per_seed = ", ".join("failed" if v is None else format_number(v) for v in r["per_seed"])
         merged = r.get("merged", {"mean": None, "se": None})
-        rows.append([r["name"], r["arch"], r["settings"], _fmt(r["mean"]), _fmt(r["std"]), _fmt(r["se"]), per_seed,
-                     _fmt(merged["mean"]), _fmt(merged["se"]), _fmt(r["paper"]),
-                     _fmt(statistics.mean(r["seconds"]), 0)])
+        rows.append([r["name"], r["arch"], r["settings"], *map(format_number, (r["mean"], r["std"], r["se"])), per_seed,
+                     *map(format_number, (merged["mean"], merged["se"], r["paper"])),
+                     format_number(statistics.mean(r["seconds"]), 0)])
     return Table(ROW_HEADER, rows)
 
 
@@ -245,9 +245,9 @@ def _effect_table(summary: dict) -> Table:
     for c in summary["comparisons"]:
         merged = c.get("merged", {"mean": None, "se": None})
         paper = "" if c["paper"] is None else f"{c['paper']:+.1f}"
-        rows.append([c["name"], c["with"], c["without"], _fmt(c["mean"]), _fmt(c["std"]), _fmt(c["se"]),
-                     _fmt(_ratio(c)), ", ".join(_fmt(d) for d in c["differences"]), _fmt(merged["mean"]),
-                     _fmt(merged["se"]), _fmt(_ratio(merged)), paper])
+        rows.append([c["name"], c["with"], c["without"], *map(format_number, (c["mean"], c["std"], c["se"], _ratio(c))),
+                     ", ".join(map(format_number, c["differences"])),
+                     *map(format_number, (merged["mean"], merged["se"], _ratio(merged))), paper])
     return Table(EFFECT_HEADER, rows)
 
 
