@@ -46,6 +46,7 @@ VARIANTS = {
     "no noise": (False, ("mislabeled", "irrelevant")),
 }
 FULL = "full dataset"
+ATTENTION = "attention"
 NOISE_KINDS = ("mislabeled", "irrelevant")
 
 
@@ -70,6 +71,10 @@ def make_variant(work: Path, preset: str, adverts: bool, removed) -> Path:
     return root
 
 
+def _run_folder(work: Path, name: str, seed: int) -> Path:
+    return work / "runs" / name.replace(" ", "-") / f"seed{seed}"
+
+
 def run(row_name: str, data: Path, out: Path, preset: str, seed: int) -> dict:
     """The evaluation report of the ablation row ``row_name`` trained on ``data`` (resumed)."""
     report = out / "evaluation-test.json"
@@ -79,8 +84,9 @@ def run(row_name: str, data: Path, out: Path, preset: str, seed: int) -> dict:
     return json.loads(report.read_text())
 
 
-def noise_weights(checkpoint: Path, data: Path) -> Dict[str, Dict[str, float]]:
-    """``{branch: {noise kind: mean weight}}`` of a stage-1 checkpoint trained with attention."""
+def noise_weights(checkpoint: Path, data: Path) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """``{branch: {"weights": {noise kind: mean weight}, "shares": {noise kind: fraction of the
+    branch's items}}}`` of a stage-1 checkpoint trained with attention."""
     prepared, truth = prepare(data, show_progress=False), GroundTruth(data)
     targets = prepared.target_frames("train")
     keyframes = [kf for video in prepared.web_videos for kf in prepared.keyframes.of(video.path)]
@@ -93,8 +99,10 @@ def noise_weights(checkpoint: Path, data: Path) -> Dict[str, Dict[str, float]]:
     for branch, (items, noise) in branches.items():
         weights = web_item_weights(checkpoint, items, targets, branch, draws=10)
         kinds = sorted(set(noise))
-        result[branch] = {kind: float(weights[torch.tensor([n == kind for n in noise])].mean()) for kind in kinds}
-        result[branch]["shares"] = {kind: noise.count(kind) / len(noise) for kind in kinds}
+        result[branch] = {
+            "weights": {kind: float(weights[torch.tensor([n == kind for n in noise])].mean()) for kind in kinds},
+            "shares": {kind: noise.count(kind) / len(noise) for kind in kinds},
+        }
     return result
 
 
@@ -118,7 +126,7 @@ def main() -> None:
         partners = motion_partners(data)  # the same classes in every variant
         accuracy[name] = {"top-1": {}, "pairs merged": {}}
         for seed in seeds:
-            report = run("I + F", data, work / "runs" / name.replace(" ", "-") / f"seed{seed}", args.preset, seed)
+            report = run("I + F", data, _run_folder(work, name, seed), args.preset, seed)
             print(f"{name}, seed {seed}: top-1 {100 * report['top1']:.1f}", flush=True)
             accuracy[name]["top-1"][seed] = 100 * report["top1"]
             accuracy[name]["pairs merged"][seed] = 100 * pairs_merged_accuracy(report["confusion"], report["classes"],
@@ -129,16 +137,15 @@ def main() -> None:
                                                          "I + F": {m: dict(v) for m, v in accuracy[FULL].items()}}
     weights: List[dict] = []
     for seed in range(args.attention_seeds or args.seeds):
-        for row, folder in (("I + F (A)", "attention"), ("I + F", FULL.replace(" ", "-"))):
-            out_folder = work / "runs" / folder / f"seed{seed}"
-            report = run(row, full_data, out_folder, args.preset, seed)
+        for row, name in (("I + F (A)", ATTENTION), ("I + F", FULL)):
+            report = run(row, full_data, _run_folder(work, name, seed), args.preset, seed)
             attention[row]["top-1"][seed] = 100 * report["top1"]
             attention[row]["pairs merged"][seed] = 100 * pairs_merged_accuracy(report["confusion"],
                                                                                 report["classes"], partners)
         gain = attention["I + F (A)"]["top-1"][seed] - attention["I + F"]["top-1"][seed]
         print(f"attention, seed {seed}: {gain:+.1f} points", flush=True)
         if seed in seeds:
-            weights.append(noise_weights(work / "runs" / "attention" / f"seed{seed}" / "last.pt", full_data))
+            weights.append(noise_weights(_run_folder(work, ATTENTION, seed) / "last.pt", full_data))
 
     summary = {"preset": args.preset, "seeds": list(seeds), "commit": source_commit(), "variants": {}, "attention": {}}
     for name, acc in accuracy.items():
@@ -148,10 +155,9 @@ def main() -> None:
     summary["attention"]["effect"] = {metric: paired(attention["I + F (A)"][metric], attention["I + F"][metric])
                                       for metric in ("top-1", "pairs merged")}
     summary["attention"]["weights"] = {
-        branch: {kind: sum(w[branch][kind] for w in weights) / len(weights) for kind in weights[0][branch]
-                 if kind != "shares"}
-        for branch in ("image", "frame")}
-    summary["attention"]["shares"] = {branch: weights[0][branch]["shares"] for branch in ("image", "frame")}
+        branch: {kind: sum(w[branch]["weights"][kind] for w in weights) / len(weights) for kind in kinds["weights"]}
+        for branch, kinds in weights[0].items()}
+    summary["attention"]["shares"] = {branch: kinds["shares"] for branch, kinds in weights[0].items()}
     (out / "noise_oracle.json").write_text(json.dumps(summary, indent=1))
     (out / "noise_oracle.md").write_text(_markdown(summary))
     print(out / "noise_oracle.md")
