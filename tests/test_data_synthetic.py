@@ -145,8 +145,8 @@ def test_generate_overrides_a_preset_field_and_keeps_each_video_s_own_frames(tmp
         same = (tmp_path / "a" / path).read_bytes() == (tmp_path / "b" / path).read_bytes()
         assert same == (kind != "spliced"), path
         if kind == "spliced":
-            relevant = sum(s["end"] - s["start"] for s in next(i for i in spliced["items"] if i["path"] == path)["shots"]
-                           if s["relevant"])
+            shots = next(i for i in spliced["items"] if i["path"] == path)["shots"]
+            relevant = sum(s["end"] - s["start"] for s in shots if s["relevant"])
             assert next(i for i in plain["items"] if i["path"] == path)["num_frames"] == relevant
     with pytest.raises(TypeError):
         generate(tmp_path / "c", "tiny", 0, show_progress=False, splice_probability=0.0)

@@ -5,7 +5,8 @@ float64 reference is at most ``factor`` times the error of the PyTorch reference
 same (low) precision, plus a per-dtype floor; ``factor`` is 2 for outputs and 3 for
 gradients. Where a test runs the reference in more than one equally valid summation order,
 the largest of their errors is the reference's error: under cancellation one order's
-rounding can be far luckier than another's. NaN never passes. Errors are norm-wise relative: ``max |a - ref| / max |ref|``.
+rounding can be far luckier than another's. NaN never passes. Errors are norm-wise
+relative: ``max |a - ref| / max |ref|``.
 The float32 reference is IEEE float32 (:func:`ieee_float32`), never TF32.
 
 Used by the tests, the benchmarks and ``python -m webda_kernels.check``; importing it needs
@@ -17,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence, Union
 
 import torch
 from torch import nn
@@ -80,7 +81,8 @@ class Comparison:
         return self.error <= self.bound
 
 
-def compare(actual: torch.Tensor, same_precision, float64: torch.Tensor, kind: str = "output") -> Comparison:
+def compare(actual: torch.Tensor, same_precision: Union[torch.Tensor, Sequence[torch.Tensor]], float64: torch.Tensor,
+            kind: str = "output") -> Comparison:
     """Error of ``actual`` and the bound it must meet (see the module docstring).
 
     ``same_precision``: the reference run in ``actual``'s dtype (a tensor, or a sequence of

@@ -23,8 +23,8 @@ and ``d tgt`` cancel, so their error depends on how they are summed: summed as t
 sums them, a backend whose forward matches the reference's gets its gradients too. ``d e`` is
 built from the saved indices (nothing recomputes the Ns x Nt similarities; for half inputs the
 selected ones are summed again in float32, to take the softmax's gradient from an unrounded
-alpha) for blocks of source rows of at most ``BACKWARD_BLOCK`` entries, so the backward holds no Ns x Nt tensor for large banks; its
-matmuls do the forward's Ns x Nt x D work twice.
+alpha) for blocks of source rows of at most ``BACKWARD_BLOCK`` entries, so the backward holds
+no Ns x Nt tensor for large banks; its matmuls do the forward's Ns x Nt x D work twice.
 """
 
 from __future__ import annotations
