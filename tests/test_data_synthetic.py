@@ -150,3 +150,7 @@ def test_generate_overrides_a_preset_field_and_keeps_each_video_s_own_frames(tmp
             assert next(i for i in plain["items"] if i["path"] == path)["num_frames"] == relevant
     with pytest.raises(TypeError):
         generate(tmp_path / "c", "tiny", 0, show_progress=False, splice_probability=0.0)
+    for bad in (dict(splice_rate=-0.1), dict(irrelevant_rate=1.5), dict(irrelevant_rate=0.6, mislabeled_rate=0.6)):
+        with pytest.raises(ValueError, match="rate"):
+            generate(tmp_path / "d", "tiny", 0, show_progress=False, **bad)
+    assert not (tmp_path / "d").exists()  # refused before anything is written

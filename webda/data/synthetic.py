@@ -75,6 +75,14 @@ class DatasetPreset:
     web_image_sizes: Tuple[int, int] = (48, 80)
     fps: int = 24
 
+    def __post_init__(self):
+        for name in ("irrelevant_rate", "mislabeled_rate", "splice_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.irrelevant_rate + self.mislabeled_rate > 1.0:
+            raise ValueError(f"irrelevant_rate + mislabeled_rate must be <= 1, got "
+                             f"{self.irrelevant_rate + self.mislabeled_rate}")
+
 
 # Dataset sizes by name (``webda make-dataset --preset``); the training presets of the same
 # names are :data:`webda.config.TRAIN_PRESETS`.
